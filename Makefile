@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch/torchvision pair tested on this project's machines; override for your CUDA/CPU build, e.g.
+#   make demo TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.fertrain-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast model-card bench-data bench-train clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: install, then train+test MSCM on the embedded real video and predict a timeline over it
+demo: install
+	$(PY) -m fertrain
+
+## make test: install, then run the whole test suite (slow tests included)
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+model-card: install
+	$(PY) scripts/model_card.py
+
+clean:
+	rm -rf logs outputs multirun .cache .pytest_cache

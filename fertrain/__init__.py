@@ -1,0 +1,7 @@
+"""fertrain: config-driven training and evaluation for facial expression recognition (FER).
+
+Entry points: ``python -m fertrain`` (train/test, Hydra app, see ``conf/train.yaml``) and
+``python -m fertrain.predict`` (sliding-window inference over a whole video).
+"""
+
+__version__ = "0.1.0"

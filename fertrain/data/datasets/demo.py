@@ -1,0 +1,207 @@
+"""The packaged real demo video as a small two-class window dataset (protocol ours; a demo, not a benchmark).
+
+Media: ``fertrain/assets/demo/WolfgangLanger_Pexels.mp4`` — video by Wolfgang Langer, Pexels (Pexels licence:
+free to use and modify, credit appreciated); 472 decoded frames, 23.976 fps, 640x360: one woman crying (sad),
+then laughing (happy). Labels: ``fertrain/assets/demo/annotations.csv`` (``video,start_frame,end_frame,label``,
+hand-made by the fertrain developers; frame indices 0-based in decoded order, inclusive, about +-3 frames):
+sad 0-225, happy 230-471. See ``fertrain/assets/demo/CREDIT.md``.
+
+Label map (fixed, our choice): ``class_names = ("sad", "happy")`` -> 0 sad, 1 happy. Annotation labels are
+matched by name; a label outside ``class_names`` is an error.
+
+Protocol (ours): each labelled segment ``[start, end]`` of ``n = end - start + 1`` frames is split by time into
+three consecutive, non-overlapping spans (half-open, frames)::
+
+    train [start, start + floor(f_train * n))
+    val   [start + floor(f_train * n), start + floor((f_train + f_val) * n))
+    test  [start + floor((f_train + f_val) * n), end + 1)
+
+Windows of ``window`` frames start at ``lo, lo + stride, ...`` and lie wholly inside one span (the last start is
+at most ``hi - window``), so no window of one split contains a frame of another split's span. The train stride is
+small (overlapping windows, more samples); the eval stride is larger (default 16 frames, half the default
+window; set it to ``window`` for disjoint windows). Frames on either side of a
+span boundary are near-identical (one person, one shot): scores on this demo show the pipeline runs, not that a
+model generalises.
+"""
+
+from __future__ import annotations
+
+import csv
+from importlib.resources import files
+from pathlib import Path
+from typing import Sequence
+
+from fertrain.data.records import SPLITS, ClipRecord, DatasetError
+
+DEMO_CLASS_NAMES: tuple[str, ...] = ("sad", "happy")
+DEMO_FPS = 23.976  # frames per second of the packaged video
+_HEADER = ["video", "start_frame", "end_frame", "label"]
+
+
+def demo_asset_dir() -> Path:
+    """Folder of the packaged demo assets (``fertrain/assets/demo``), installed or editable."""
+    return Path(str(files("fertrain") / "assets" / "demo"))
+
+
+def default_demo_video() -> Path:
+    """Path of the packaged demo video ``WolfgangLanger_Pexels.mp4``."""
+    return demo_asset_dir() / "WolfgangLanger_Pexels.mp4"
+
+
+def default_demo_annotations() -> Path:
+    """Path of the packaged demo segment labels ``annotations.csv``."""
+    return demo_asset_dir() / "annotations.csv"
+
+
+def split_spans(start: int, end: int, fractions: Sequence[float]) -> dict[str, tuple[int, int]]:
+    """Split the inclusive segment ``[start, end]`` by time into half-open train/val/test spans (frames).
+
+    Boundaries are ``start + floor(cumulative_fraction * n)`` with ``n = end - start + 1`` (module docstring);
+    the last span ends at ``end + 1``.
+
+    Returns:
+        ``{"train": (lo, hi), "val": (lo, hi), "test": (lo, hi)}``, consecutive, covering the segment.
+    """
+    n = end - start + 1
+    eps = 1e-9  # so that e.g. 0.29 * 100 floors to 29, not 28
+    b1 = start + int(fractions[0] * n + eps)
+    b2 = start + int((fractions[0] + fractions[1]) * n + eps)
+    return {"train": (start, b1), "val": (b1, b2), "test": (b2, end + 1)}
+
+
+def window_starts(lo: int, hi: int, window: int, stride: int) -> range:
+    """First frames of the ``window``-frame windows inside the half-open span ``[lo, hi)``, every ``stride``."""
+    return range(lo, hi - window + 1, stride)
+
+
+def read_segments(path: Path, video_name: str, class_names: Sequence[str]) -> list[tuple[int, int, int, int]]:
+    """Segments of ``video_name`` in an annotations csv as ``(start_frame, end_frame, label, line)``.
+
+    Rows naming other videos are not this video's segments and are left out (one csv may label several
+    videos). ``label`` is the index of the row's label in ``class_names``; frames are 0-based, inclusive.
+
+    Raises:
+        DatasetError: missing file, wrong header or column count, non-integer frame, ``start_frame < 0`` or
+            ``end_frame < start_frame``, label not in ``class_names``, overlapping segments, or no row for
+            ``video_name`` (the message names the file and line).
+    """
+    if not path.is_file():
+        raise DatasetError(f"demo annotations file {path} does not exist (expected a csv with header "
+                           f"{','.join(_HEADER)})")
+    segments = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [c.strip() for c in header] != _HEADER:
+            raise DatasetError(f"{path}: line 1: expected the header {','.join(_HEADER)!r}, found {header!r}")
+        videos = set()
+        for row in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in row):
+                continue  # blank line, not a data row
+            if len(row) != len(_HEADER):
+                raise DatasetError(f"{path}: line {line}: expected {len(_HEADER)} columns, found {row!r}")
+            video, start, end, label = (c.strip() for c in row)
+            videos.add(video)
+            if video != video_name:
+                continue
+            try:
+                start_frame, end_frame = int(start), int(end)
+            except ValueError:
+                raise DatasetError(f"{path}: line {line}: expected integer start_frame,end_frame, "
+                                   f"found {start!r},{end!r}") from None
+            if not 0 <= start_frame <= end_frame:
+                raise DatasetError(f"{path}: line {line}: expected 0 <= start_frame <= end_frame, "
+                                   f"found {start_frame},{end_frame}")
+            if label not in class_names:
+                raise DatasetError(f"{path}: line {line}: label {label!r} is not one of {tuple(class_names)}")
+            segments.append((start_frame, end_frame, list(class_names).index(label), line))
+    if not segments:
+        raise DatasetError(f"{path}: no row for video {video_name!r}; the file labels {sorted(videos)}")
+    ordered = sorted(segments)
+    for (_, end_a, _, line_a), (start_b, _, _, line_b) in zip(ordered, ordered[1:]):
+        if start_b <= end_a:
+            raise DatasetError(f"{path}: segments at lines {line_a} and {line_b} overlap (frame {start_b} <= "
+                               f"{end_a}); expected disjoint segments")
+    return segments
+
+
+class DemoVideo:
+    """Fixed-length windows of the labelled segments of one video, split by time (protocol in module doc).
+
+    Each window is ``ClipRecord(path=video, start_frame=s, num_frames=window, label, video_id=f"{stem}@{s}",
+    fps=fps)``; nothing is decoded. All parsing and checks happen in the constructor. The video's length is not
+    probed: annotations must stay inside it (readers clamp an over-long segment).
+
+    Args:
+        video: video file; default the packaged ``WolfgangLanger_Pexels.mp4``.
+        annotations: ``video,start_frame,end_frame,label`` csv; only rows whose ``video`` equals the file name of
+            ``video`` are used. Default the packaged ``annotations.csv``.
+        window: frames per window (the clip the sampler sees).
+        train_stride: frames between consecutive train window starts.
+        eval_stride: frames between consecutive val/test window starts; ``window`` gives disjoint windows.
+        split_fractions: ``(train, val, test)`` fractions of each segment, in time order; non-negative, sum 1.
+        fps: frame rate of ``video`` (frames per second); the default is the packaged video's.
+
+    Raises:
+        ValueError: an argument is out of range.
+        DatasetError: the video or annotations are missing or malformed, or a split has no window of some
+            class (segment spans shorter than ``window``); the message names the file, line and spans.
+    """
+
+    class_names: tuple[str, ...] = DEMO_CLASS_NAMES
+
+    def __init__(
+        self,
+        video: str | Path | None = None,
+        annotations: str | Path | None = None,
+        window: int = 32,
+        train_stride: int = 4,
+        eval_stride: int = 16,
+        split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
+        fps: float | None = DEMO_FPS,
+    ) -> None:
+        if window < 1 or train_stride < 1 or eval_stride < 1:
+            raise ValueError(f"DemoVideo needs window, train_stride, eval_stride >= 1; got {window}, "
+                             f"{train_stride}, {eval_stride}")
+        fractions = tuple(float(f) for f in split_fractions)
+        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(f"DemoVideo split_fractions must be 3 non-negative (train, val, test) fractions "
+                             f"summing to 1, got {tuple(split_fractions)}")
+        self.video = Path(video) if video is not None else default_demo_video()
+        self.annotations = Path(annotations) if annotations is not None else default_demo_annotations()
+        self.window = window
+        if not self.video.is_file():
+            raise DatasetError(f"demo video {self.video} does not exist (expected a video file; the packaged one "
+                               f"is {default_demo_video()})")
+        segments = read_segments(self.annotations, self.video.name, self.class_names)
+
+        #: ``(label, split, lo, hi)`` for every segment and split: half-open spans in frames.
+        self.spans: list[tuple[int, str, int, int]] = []
+        self._records: dict[str, list[ClipRecord]] = {s: [] for s in SPLITS}
+        for start, end, label, _ in segments:
+            for split, (lo, hi) in split_spans(start, end, fractions).items():
+                self.spans.append((label, split, lo, hi))
+                stride = train_stride if split == "train" else eval_stride
+                self._records[split] += [
+                    ClipRecord(path=self.video, label=label, video_id=f"{self.video.stem}@{s}", num_frames=window,
+                               start_frame=s, fps=fps)
+                    for s in window_starts(lo, hi, window, stride)]
+        for split, recs in self._records.items():
+            absent = set(range(len(self.class_names))) - {r.label for r in recs}
+            if absent:
+                spans = [f"{self.class_names[lab]} [{lo}, {hi})" for lab, sp, lo, hi in self.spans if sp == split]
+                raise DatasetError(
+                    f"{self.annotations}: split {split!r} has no {window}-frame window of class(es) "
+                    f"{sorted(self.class_names[c] for c in absent)} for {self.video.name}; its spans are "
+                    f"{', '.join(spans)} (frames, half-open). Use a smaller window or longer segments.")
+
+    def records(self, split: str) -> list[ClipRecord]:
+        """Window records of ``split`` (``"train"``, ``"val"`` or ``"test"``), in time order per segment.
+
+        Raises:
+            ValueError: unknown ``split``.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return list(self._records[split])

@@ -1,0 +1,433 @@
+"""DFEW (Dynamic Facial Expression in the Wild): the official single-label 5-fold protocol.
+
+Source: X. Jiang, Y. Zong, W. Zheng, C. Tang, W. Xia, C. Lu, J. Liu, "DFEW: A Large-Scale Database for
+Recognizing Dynamic Facial Expressions in the Wild", ACM Multimedia 2020; database site
+https://dfew-dataset.github.io/ (the data are licensed: request access there; fertrain ships none of it).
+
+Expected layout (official release; only the files of the chosen ``fold`` are read)::
+
+    <root>/
+      EmoLabel_DataSplit/
+        train(single-labeled)/set_1.csv ... set_5.csv   # header video_name,label
+        test(single-labeled)/set_1.csv  ... set_5.csv
+      Clip/
+        clip_224x224/00001/*.jpg ...                     # source="frames" (default): one folder per clip
+        original/00001.mp4 ...                           # source="videos" (folder and extension configurable)
+
+``video_name`` is the clip number as an integer; folders and files are zero-padded to 5 digits.
+
+Label map (official 1-based index -> name; canonical ``class_names`` keep the official order, 0-based)::
+
+    1 Happy  2 Sad  3 Neutral  4 Angry  5 Surprise  6 Disgust  7 Fear
+
+Labels are mapped by class name (official index -> name -> canonical index), so a cross-dataset mapping can be
+made by name.
+
+Protocol: 5-fold cross-validation (paper Sec. 4); fold ``k`` trains on ``train(single-labeled)/set_k.csv`` and
+tests on ``test(single-labeled)/set_k.csv``; results are reported per fold and averaged over the 5 folds.
+DFEW has no validation set and published results select checkpoints on the test fold; by default ``"val"``
+therefore returns the test fold as well (say so when reporting). ``val_from_train > 0`` instead carves a
+deterministic, class-stratified fraction of the train clips as ``"val"`` (our choice, for honest model
+selection).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from fertrain.data.records import SPLITS, ClipRecord, DatasetError
+
+DFEW_CLASS_NAMES: tuple[str, ...] = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
+# Official 1-based label index -> class name (DFEW release, EmoLabel_DataSplit csvs).
+OFFICIAL_LABEL_NAMES: dict[int, str] = {
+    1: "Happy",
+    2: "Sad",
+    3: "Neutral",
+    4: "Angry",
+    5: "Surprise",
+    6: "Disgust",
+    7: "Fear",
+}
+NUM_FOLDS = 5
+SPLIT_DIR = "EmoLabel_DataSplit"
+TRAIN_DIR = "train(single-labeled)"
+TEST_DIR = "test(single-labeled)"
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+_SPLIT_HEADER = ["video_name", "label"]
+_COUNTS_HEADER = ["video_name", "num_frames"]
+_MAX_LISTED = 5  # problems quoted in full in one error message
+
+LAYOUT = """\
+<root>/
+  EmoLabel_DataSplit/
+    train(single-labeled)/set_1.csv ... set_5.csv   (header: video_name,label)
+    test(single-labeled)/set_1.csv  ... set_5.csv
+  Clip/
+    clip_224x224/<5-digit video_name>/*.jpg         (source="frames")
+    original/<5-digit video_name>.mp4               (source="videos")"""
+
+
+def clip_id(video_name: int) -> str:
+    """DFEW clip id: the ``video_name`` integer zero-padded to 5 digits (``7 -> "00007"``)."""
+    return f"{video_name:05d}"
+
+
+def split_csv_path(root: Path, split_dir: str, fold: int) -> Path:
+    """Path of an official split file: ``<root>/EmoLabel_DataSplit/<split_dir>/set_<fold>.csv``."""
+    return root / SPLIT_DIR / split_dir / f"set_{fold}.csv"
+
+
+def _read_int_csv(path: Path, header: list[str]) -> list[tuple[int, int, int]]:
+    """Rows ``(first, second, line)`` of a two-column integer csv with the exact ``header``.
+
+    ``line`` is the 1-based line number in the file (the header is line 1). Entirely blank lines are not data
+    rows and are passed over (a trailing newline is common); anything else malformed raises.
+
+    Raises:
+        DatasetError: wrong header, wrong number of columns or a non-integer cell (names file and line).
+    """
+    rows: list[tuple[int, int, int]] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        found_header = next(reader, None)
+        if found_header is None or [c.strip() for c in found_header] != header:
+            raise DatasetError(f"{path}: line 1: expected the header {','.join(header)!r}, found {found_header!r}")
+        for row in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DatasetError(f"{path}: line {line}: expected {len(header)} columns ({','.join(header)}), "
+                                   f"found {len(row)}: {row!r}")
+            try:
+                first, second = (int(c.strip()) for c in row)
+            except ValueError:
+                raise DatasetError(f"{path}: line {line}: expected integers in {','.join(header)}, "
+                                   f"found {row!r}") from None
+            rows.append((first, second, line))
+    return rows
+
+
+def read_split_csv(path: Path) -> list[tuple[int, int, int]]:
+    """Parse one official split file into ``(video_name, label, line)`` rows, label 0-based canonical.
+
+    The official 1-based label is mapped by name (:data:`OFFICIAL_LABEL_NAMES`) to its index in
+    :data:`DFEW_CLASS_NAMES`.
+
+    Raises:
+        DatasetError: wrong header, non-integer cell, label outside 1..7, non-positive or duplicated
+            ``video_name`` (the message names the file and line).
+    """
+    name_to_index = {name: i for i, name in enumerate(DFEW_CLASS_NAMES)}
+    rows = []
+    first_line: dict[int, int] = {}
+    for video_name, official, line in _read_int_csv(path, _SPLIT_HEADER):
+        if official not in OFFICIAL_LABEL_NAMES:
+            raise DatasetError(f"{path}: line {line}: label {official} for video_name {video_name} is outside "
+                               f"the official 1..7 ({', '.join(f'{k} {v}' for k, v in OFFICIAL_LABEL_NAMES.items())})")
+        if video_name <= 0:
+            raise DatasetError(f"{path}: line {line}: expected a positive clip number as video_name, "
+                               f"found {video_name}")
+        if video_name in first_line:
+            raise DatasetError(f"{path}: line {line}: video_name {video_name} is listed twice "
+                               f"(first at line {first_line[video_name]})")
+        first_line[video_name] = line
+        rows.append((video_name, name_to_index[OFFICIAL_LABEL_NAMES[official]], line))
+    return rows
+
+
+def read_frame_counts(path: Path) -> dict[int, int]:
+    """Parse a ``video_name,num_frames`` csv (frames per clip) into ``{video_name: num_frames}``.
+
+    Raises:
+        DatasetError: the file is missing, malformed, or lists a clip twice or with fewer than 1 frame.
+    """
+    if not path.is_file():
+        raise DatasetError(f"DFEW frame_counts file {path} does not exist (expected a csv with header "
+                           f"{','.join(_COUNTS_HEADER)})")
+    counts: dict[int, int] = {}
+    for video_name, num_frames, line in _read_int_csv(path, _COUNTS_HEADER):
+        if num_frames < 1:
+            raise DatasetError(f"{path}: line {line}: expected num_frames >= 1 for video_name {video_name}, "
+                               f"found {num_frames}")
+        if video_name in counts:
+            raise DatasetError(f"{path}: line {line}: video_name {video_name} is listed twice")
+        counts[video_name] = num_frames
+    return counts
+
+
+def count_frame_files(folder: Path) -> int:
+    """Number of image files (``.jpg``/``.jpeg``/``.png``, any case) directly in ``folder`` (frames)."""
+    with os.scandir(folder) as it:
+        return sum(1 for e in it if e.name.lower().endswith(FRAME_EXTENSIONS) and e.is_file())
+
+
+class DFEW:
+    """DFEW single-label clips of one official fold, as :class:`ClipRecord` lists.
+
+    Records point at a frame folder (``source="frames"``) or a video file (``source="videos"``); nothing is
+    decoded. ``ClipRecord.video_id`` is the 5-digit clip id, ``start_frame`` is 0, ``fps`` and ``subject`` are
+    None (DFEW lists neither). All parsing and media checks happen in the constructor.
+
+    Args:
+        root: DFEW root folder (layout in the module docstring).
+        fold: official fold, 1..5.
+        source: ``"frames"`` (``<root>/<frames_dir>/<id>/``) or ``"videos"`` (``<root>/<videos_dir>/<id><ext>``).
+        frames_dir: frame-folder root relative to ``root``; default the official ``Clip/clip_224x224``.
+        videos_dir: video-file root relative to ``root``; default ``Clip/original``.
+        video_ext: video file extension including the dot; default ``.mp4``.
+        frame_counts: optional ``video_name,num_frames`` csv (absolute, or relative to the working directory).
+            When given, ``num_frames`` comes from it (no folder listing, no container probing); readers clamp
+            over-reported counts. Required when ``check_media`` is False. Without it, ``source="videos"``
+            counts frames with :func:`fertrain.data.readers.count_frames` (a full decode pass per video: slow
+            for all of DFEW).
+        check_media: check that every listed clip's folder/file exists (and, without ``frame_counts``, count
+            its frames). False parses the split files only, e.g. without the licensed media.
+        val_from_train: fraction in ``[0, 1)``; 0 makes ``"val"`` the test fold (papers' practice), > 0 carves
+            ``round(fraction * n_c)`` train clips of each class ``c`` as ``"val"`` (removed from ``"train"``).
+        seed: seed of the ``val_from_train`` draw (numpy ``default_rng``).
+
+    Raises:
+        ValueError: an argument is out of range (fold not in 1..5, unknown source, bad fraction, ...).
+        DatasetError: root, split file, frame_counts row or media missing or malformed; a clip listed in both
+            train and test of the fold. The message names the file (and line) and what was expected.
+    """
+
+    class_names: tuple[str, ...] = DFEW_CLASS_NAMES
+
+    def __init__(
+        self,
+        root: str | Path,
+        fold: int = 1,
+        source: str = "frames",
+        frames_dir: str = "Clip/clip_224x224",
+        videos_dir: str = "Clip/original",
+        video_ext: str = ".mp4",
+        frame_counts: str | Path | None = None,
+        check_media: bool = True,
+        val_from_train: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 1 <= fold <= NUM_FOLDS:
+            raise ValueError(f"DFEW fold must be an integer in 1..{NUM_FOLDS} (official 5-fold protocol), "
+                             f"got {fold!r}")
+        if source not in ("frames", "videos"):
+            raise ValueError(f"DFEW source must be 'frames' or 'videos', got {source!r}")
+        if not 0.0 <= val_from_train < 1.0:
+            raise ValueError(f"DFEW val_from_train must be in [0, 1), got {val_from_train!r}")
+        if not check_media and frame_counts is None:
+            raise ValueError("DFEW with check_media=False needs frame_counts (a video_name,num_frames csv): "
+                             "without the media the number of frames of a clip is unknown")
+        if source == "videos" and not video_ext.startswith("."):
+            raise ValueError(f"DFEW video_ext must start with a dot (e.g. '.mp4'), got {video_ext!r}")
+        self.root = Path(root)
+        self.fold = fold
+        self.source = source
+        self.media_root = self.root / (frames_dir if source == "frames" else videos_dir)
+        self.video_ext = video_ext
+        self.val_from_train = val_from_train
+        self.seed = seed
+
+        train_csv = split_csv_path(self.root, TRAIN_DIR, fold)
+        test_csv = split_csv_path(self.root, TEST_DIR, fold)
+        self._check_layout([train_csv, test_csv])
+        train_rows = read_split_csv(train_csv)
+        test_rows = read_split_csv(test_csv)
+        overlap = sorted({v for v, _, _ in train_rows} & {v for v, _, _ in test_rows})
+        if overlap:
+            raise DatasetError(f"DFEW fold {fold}: {len(overlap)} clips are listed in both {train_csv} and "
+                               f"{test_csv} (expected disjoint train/test), e.g. video_name {overlap[:_MAX_LISTED]}")
+
+        counts = read_frame_counts(Path(frame_counts)) if frame_counts is not None else None
+        listed = [(train_csv, r) for r in train_rows] + [(test_csv, r) for r in test_rows]
+        num_frames = self._frame_counts(listed, counts, Path(frame_counts) if frame_counts else None, check_media)
+
+        def to_records(rows: list[tuple[int, int, int]]) -> list[ClipRecord]:
+            return [ClipRecord(path=self._media_path(v), label=label, video_id=clip_id(v), num_frames=num_frames[v])
+                    for v, label, _ in rows]
+
+        train = to_records(train_rows)
+        self._records: dict[str, list[ClipRecord]] = {"test": to_records(test_rows)}
+        if val_from_train > 0:
+            self._records["train"], self._records["val"] = self._carve_val(train)
+        else:
+            self._records["train"], self._records["val"] = train, self._records["test"]
+
+    def records(self, split: str) -> list[ClipRecord]:
+        """Records of ``split``: ``"train"``/``"test"`` = train/test set of the fold; ``"val"`` see class doc.
+
+        Raises:
+            ValueError: ``split`` is not one of ``"train"``, ``"val"``, ``"test"``.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return list(self._records[split])
+
+    def _media_path(self, video_name: int) -> Path:
+        suffix = "" if self.source == "frames" else self.video_ext
+        return self.media_root / f"{clip_id(video_name)}{suffix}"
+
+    def _check_layout(self, csvs: list[Path]) -> None:
+        """Raise one DatasetError naming every expected-but-missing item, with the expected layout."""
+        if not self.root.is_dir():
+            problem = f"DFEW root {self.root} does not exist or is not a folder"
+        elif not (self.root / SPLIT_DIR).is_dir():
+            problem = f"DFEW split folder {self.root / SPLIT_DIR} does not exist"
+        else:
+            missing = [p for p in csvs if not p.is_file()]
+            if not missing:
+                return
+            problem = f"DFEW fold {self.fold}: split file(s) missing: " + ", ".join(str(p) for p in missing)
+        raise DatasetError(f"{problem}. Fold {self.fold} needs {csvs[0]} and {csvs[1]}. "
+                           f"Expected the official DFEW layout:\n{LAYOUT}")
+
+    def _frame_counts(
+        self,
+        listed: list[tuple[Path, tuple[int, int, int]]],
+        counts: dict[int, int] | None,
+        counts_path: Path | None,
+        check_media: bool,
+    ) -> dict[int, int]:
+        """``{video_name: num_frames}`` for every listed clip; collects every problem before raising."""
+        result: dict[int, int] = {}
+        missing: list[str] = []
+        empty: list[str] = []
+        uncounted: list[str] = []
+        for csv_path, (video_name, _, line) in listed:
+            where = f"{csv_path.parent.name}/{csv_path.name} line {line}: video_name {video_name}"
+            path = self._media_path(video_name)
+            if check_media:
+                exists = path.is_dir() if self.source == "frames" else path.is_file()
+                if not exists:
+                    missing.append(f"{where} -> expected {path}")
+                    continue
+            if counts is not None:
+                if video_name not in counts:
+                    uncounted.append(where)
+                    continue
+                result[video_name] = counts[video_name]
+            elif self.source == "frames":
+                n = count_frame_files(path)
+                if n == 0:
+                    empty.append(f"{where} -> {path}")
+                    continue
+                result[video_name] = n
+            else:
+                # Lazy import: only this path needs to open video containers.
+                from fertrain.data.readers import count_frames
+
+                result[video_name] = int(count_frames(path))
+        problems = []
+        kind = "frame folder" if self.source == "frames" else f"video file (*{self.video_ext})"
+        if missing:
+            absent = "" if self.media_root.is_dir() else " (that folder itself does not exist)"
+            problems.append(f"{len(missing)} listed clips have no {kind} under {self.media_root}{absent}; first "
+                            f"{min(len(missing), _MAX_LISTED)}:\n  " + "\n  ".join(missing[:_MAX_LISTED]))
+        if empty:
+            problems.append(f"{len(empty)} frame folders contain no {'/'.join(FRAME_EXTENSIONS)} images; first "
+                            f"{min(len(empty), _MAX_LISTED)}:\n  " + "\n  ".join(empty[:_MAX_LISTED]))
+        if uncounted:
+            problems.append(f"{len(uncounted)} listed clips are missing from frame_counts {counts_path}; first "
+                            f"{min(len(uncounted), _MAX_LISTED)}:\n  " + "\n  ".join(uncounted[:_MAX_LISTED]))
+        if problems:
+            raise DatasetError(f"DFEW fold {self.fold} under {self.root}:\n" + "\n".join(problems))
+        return result
+
+    def _carve_val(self, train: list[ClipRecord]) -> tuple[list[ClipRecord], list[ClipRecord]]:
+        """Split train into (train, val), ``round(val_from_train * n_c)`` val clips per class, csv order kept."""
+        rng = np.random.default_rng(self.seed)
+        labels = np.array([r.label for r in train])
+        val_idx: set[int] = set()
+        for c in range(len(self.class_names)):
+            idx = np.flatnonzero(labels == c)
+            n_val = int(np.floor(self.val_from_train * len(idx) + 0.5))
+            val_idx.update(rng.permutation(idx)[:n_val].tolist())
+        return ([r for i, r in enumerate(train) if i not in val_idx],
+                [r for i, r in enumerate(train) if i in val_idx])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Miniature tree: for tests and for trying the pipeline without the licensed data.
+
+_CLASS_COLOURS = np.array([  # RGB, one per canonical class (our choice: far apart in colour and brightness)
+    [230, 200, 40], [40, 60, 200], [128, 128, 128], [210, 30, 30], [40, 200, 200], [60, 160, 40], [140, 40, 160],
+], dtype=np.float32)
+
+
+def make_miniature_dfew(
+    root: str | Path,
+    clips_per_class: int = 3,
+    num_frames: int = 8,
+    size: int = 64,
+    folds: Sequence[int] = (1, 2, 3, 4, 5),
+    seed: int = 0,
+) -> Path:
+    """Write a tiny but valid DFEW tree (official layout) of synthetic JPEG frame folders.
+
+    A tool for tests and for trying the pipeline without the licensed data. Clip ``j`` (``video_name = j + 1``,
+    ``j`` over classes in canonical order, ``clips_per_class`` each) is in the test set of fold ``j % 5 + 1``
+    and in the train set of every other fold, as in the official protocol. Each clip is a folder of
+    ``num_frames`` RGB JPEGs ``00001.jpg ...`` of ``size`` x ``size`` pixels: a class colour (distinct hue and
+    brightness per class) with horizontal stripes of class-dependent period that drift 1 pixel per frame, plus
+    per-clip random offset and per-frame noise, so a model can learn the classes (our choice). Also writes
+    ``<root>/frame_counts.csv`` (``video_name,num_frames``).
+
+    Args:
+        root: folder to write into (created; existing files of the same names are overwritten).
+        clips_per_class: clips per class (>= 1).
+        num_frames: frames per clip (>= 1).
+        size: frame height and width in pixels (>= 8).
+        folds: folds whose ``set_<k>.csv`` files are written (a subset of 1..5; clips are always assigned to
+            all 5 test folds, so leaving a fold out makes a tree with missing split files).
+        seed: seed of the offsets and noise (numpy ``default_rng``).
+
+    Returns:
+        ``root`` as a Path.
+
+    Raises:
+        ValueError: an argument is out of range.
+    """
+    from PIL import Image  # local: only the miniature tree writes images
+
+    if clips_per_class < 1 or num_frames < 1 or size < 8:
+        raise ValueError(f"make_miniature_dfew needs clips_per_class >= 1, num_frames >= 1, size >= 8; got "
+                         f"{clips_per_class}, {num_frames}, {size}")
+    if not set(folds) <= set(range(1, NUM_FOLDS + 1)):
+        raise ValueError(f"make_miniature_dfew folds must be a subset of 1..{NUM_FOLDS}, got {tuple(folds)}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    official_index = {name: k for k, name in OFFICIAL_LABEL_NAMES.items()}
+    frames_root = root / "Clip" / "clip_224x224"
+    rows: list[tuple[int, int, int]] = []  # (video_name, official label, test fold)
+    y = np.arange(size, dtype=np.float32)[:, None, None]  # (H, 1, 1) row coordinate
+    for c, name in enumerate(DFEW_CLASS_NAMES):
+        period = 4.0 + 2.0 * c  # pixels
+        for _ in range(clips_per_class):
+            j = len(rows)
+            video_name = j + 1
+            rows.append((video_name, official_index[name], j % NUM_FOLDS + 1))
+            folder = frames_root / clip_id(video_name)
+            folder.mkdir(parents=True, exist_ok=True)
+            phase = rng.uniform(0, period)
+            for t in range(num_frames):
+                stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (y + t + phase) / period)  # (H, 1, 1) in [0, 1]
+                img = _CLASS_COLOURS[c] * (0.6 + 0.4 * stripes)  # (H, 1, 3)
+                img = np.broadcast_to(img, (size, size, 3)) + rng.normal(0, 6, (size, size, 3))
+                Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8)).save(
+                    folder / f"{t + 1:05d}.jpg", quality=95)
+
+    for k in folds:
+        for split_dir, in_split in ((TRAIN_DIR, lambda f: f != k), (TEST_DIR, lambda f: f == k)):
+            path = split_csv_path(root, split_dir, k)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lines = ["video_name,label"] + [f"{v},{lab}" for v, lab, f in rows if in_split(f)]
+            path.write_text("\n".join(lines) + "\n")
+    (root / "frame_counts.csv").write_text(
+        "\n".join(["video_name,num_frames"] + [f"{v},{num_frames}" for v, _, _ in rows]) + "\n")
+    return root

@@ -1,0 +1,99 @@
+"""Typed records and the small protocols that connect the stages of the data path.
+
+One data path, one layout per stage (written down here once):
+
+    ClipRecord --sampler--> frame indices --reader--> uint8 (T, H, W, C)
+               --transform--> uint8 (T, h, w, C) --dataset--> uint8 tensor (T, C, h, w)
+               --collate--> uint8 (B, T, C, h, w) --datamodule.on_after_batch_transfer--> float (B, T, C, h, w)
+
+Normalisation (uint8 -> float, mean/std) happens in exactly one place: the datamodule's
+``on_after_batch_transfer`` (on the accelerator, after the batch has been moved there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(RuntimeError):
+    """A dataset root, split file, label or media file is missing or malformed.
+
+    The message always names the file (and row, where there is one), what was found and what was expected.
+    """
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One labelled sample: a segment of a video, a frame folder or a cached array.
+
+    Attributes:
+        path: video file (read with decord), folder of ordered frame images (``*.jpg``/``*.png``),
+            or ``.npy`` array of uint8 frames ``(T, H, W, C)``.
+        label: 0-based index into the dataset's ``class_names``.
+        video_id: identifier of the source video/clip as the dataset names it (e.g. DFEW ``"00001"``).
+        num_frames: number of frames of the segment, as listed by the dataset or the container (frames).
+            Readers clamp to what can really be decoded, so an over-reported count is safe.
+        start_frame: first frame of the segment in the source, 0-based, in decoded order (frames).
+        fps: frame rate of the source in frames per second, where known.
+        subject: subject/identity id, where the protocol needs it (LOSO, subject-independent folds).
+    """
+
+    path: Path
+    label: int
+    video_id: str
+    num_frames: int
+    start_frame: int = 0
+    fps: float | None = None
+    subject: str | None = None
+
+
+class RecordSource(Protocol):
+    """A dataset protocol: parses the official files of one dataset into records.
+
+    Implementations live in ``fertrain/data/datasets/<name>.py``; the label map and the split protocol
+    of a dataset live there and nowhere else.
+    """
+
+    class_names: tuple[str, ...]
+
+    def records(self, split: str) -> list[ClipRecord]:
+        """Records of ``split`` (one of ``"train"``, ``"val"``, ``"test"``).
+
+        Raises:
+            DatasetError: the root or an official file is missing or malformed (message names the file/row).
+        """
+        ...
+
+
+class FrameSampler(Protocol):
+    """When to sample: pure index arithmetic, no I/O.
+
+    ``__call__(num_frames, train, rng)`` returns int64 indices of shape ``(clip_len,)`` with values in
+    ``[0, num_frames - 1]``, relative to the start of the segment.
+    """
+
+    clip_len: int
+
+    def __call__(self, num_frames: int, train: bool, rng: np.random.Generator) -> np.ndarray: ...
+
+
+@dataclass
+class Batch:
+    """Documentation of the batch dict the datamodule yields (keys are the contract).
+
+    - ``video``: float32 ``(B, T, C, H, W)``, normalised with the data config's mean/std.
+    - ``label``: int64 ``(B,)``, 0-based class index.
+    - ``index``: int64 ``(B,)``, position of the sample in its split's record list.
+    - ``video_id``: list of ``B`` strings.
+    """
+
+    video: object = None
+    label: object = None
+    index: object = None
+    video_id: Sequence[str] = field(default_factory=list)

@@ -1,0 +1,181 @@
+"""Clip transforms: albumentations 2.x pipelines applied with the SAME random parameters to every frame.
+
+A clip is uint8 ``(T, H, W, C)``; ``ClipTransform`` runs one ``albumentations.Compose`` on it through the
+``images=`` target (``Compose(...)(images=frames)["images"]``), which samples the random parameters once per
+call and applies them to every frame, so a clip gets one crop, one flip and one colour jitter.
+
+Seeding across DataLoader workers (a trap of albumentations 2.0.8). ``Compose`` keeps its own numpy/python
+generators, created when the transform is built in the main process. Forked workers inherit copies of that
+state, so every worker draws the same augmentation stream, and non-persistent workers redraw the same stream
+every epoch; seeding numpy/random/torch per worker (what Lightning's ``seed_everything(workers=True)`` does)
+does not touch it. ``seed_worker`` is a ``worker_init_fn`` that seeds the global generators as Lightning does
+and then calls ``dataset.reseed(seed)``, which must reseed the transform (``ClipTransform.set_random_seed``)
+and the sampler's generator.
+"""
+
+from __future__ import annotations
+
+import random
+
+import albumentations as A
+import numpy as np
+import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
+
+__all__ = ["ClipTransform", "build_clip_transform", "seed_worker"]
+
+
+class ClipTransform:
+    """An albumentations ``Compose`` applied identically to all frames of a clip.
+
+    Attributes:
+        compose: the underlying ``albumentations.Compose``.
+        size: output side length (pixels); frames come out ``size x size``.
+    """
+
+    def __init__(self, compose: A.Compose, size: int, seed: int | None = None) -> None:
+        """Wrap ``compose``.
+
+        Args:
+            compose: pipeline whose output frames are ``size x size``.
+            size: output side length (pixels).
+            seed: seed of the augmentation stream; None = fresh OS entropy (not reproducible).
+        """
+        self.compose = compose
+        self.size = size
+        if seed is not None:
+            self.set_random_seed(seed)
+
+    def __repr__(self) -> str:
+        return f"ClipTransform(size={self.size}, compose={self.compose!r})"
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """Transform one clip.
+
+        Args:
+            frames: uint8 ``(T, H, W, C)`` in ``[0, 255]``, T >= 1 (C = 3 for RGB).
+
+        Returns:
+            uint8 ``(T, size, size, C)``, C-contiguous; one set of random parameters for all T frames.
+
+        Raises:
+            ValueError: ``frames`` is not a uint8 array of shape ``(T, H, W, C)`` with T >= 1, or the pipeline
+                did not produce ``size x size`` frames.
+        """
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or len(frames) < 1:
+            shape = getattr(frames, "shape", None)
+            dtype = getattr(frames, "dtype", type(frames).__name__)
+            raise ValueError(f"ClipTransform expects uint8 (T, H, W, C) with T >= 1, got {dtype} of shape {shape}")
+        out = self.compose(images=frames)["images"]  # one parameter draw for the whole clip
+        out = np.ascontiguousarray(out, dtype=np.uint8)
+        if out.shape[:3] != (len(frames), self.size, self.size):
+            raise ValueError(
+                f"ClipTransform produced shape {out.shape} from {frames.shape}; "
+                f"expected (T, {self.size}, {self.size}, C)"
+            )
+        return out
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed the augmentation stream (call once per DataLoader worker, see ``seed_worker``).
+
+        All sub-transforms share ONE numpy and one python generator seeded from ``seed``. (Ours:
+        ``Compose.set_random_seed`` would give every sub-transform its own generator with the same seed, so
+        e.g. the flip decision and the first crop draw would come from identical streams.)
+
+        Args:
+            seed: integer seed in ``[0, 2**32)``.
+        """
+        self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def build_clip_transform(
+    train: bool,
+    size: int = 112,
+    resize: int | None = None,
+    crop_scale: tuple[float, float] = (0.8, 1.0),
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: float = 0.5,
+    color_jitter: float = 0.0,
+    rotate_limit: float = 0.0,
+    seed: int | None = None,
+) -> ClipTransform:
+    """Build the train or eval clip transform.
+
+    Train (standard video recognition augmentation; the defaults are ours):
+        ``[SmallestMaxSize(resize)]`` -> ``RandomResizedCrop(size, crop_scale, crop_ratio)`` ->
+        ``HorizontalFlip(hflip)`` -> ``[ColorJitter(color_jitter)]`` -> ``[Affine(rotate=+-rotate_limit)]``.
+    Eval (deterministic):
+        ``SmallestMaxSize(resize or size)`` -> ``CenterCrop(size)``. With ``resize=None`` the shorter side goes
+        to ``size`` exactly, so a square face crop (DFEW/FERV39k/MAFW ``224x224``) is resized whole, never
+        cut (ours; the ImageNet habit of ``resize = size / 0.875`` would crop into the face).
+
+    Args:
+        train: build the random train pipeline if True, the deterministic eval pipeline if False.
+        size: output side length (pixels); frames come out ``size x size``.
+        resize: shorter side (pixels) the frames are first resized to, keeping the aspect ratio. Train: no
+            pre-resize when None (the crop is taken from the full-resolution frame). Eval: None means ``size``.
+        crop_scale: train only: range of the crop area as a fraction of the (resized) frame area.
+        crop_ratio: train only: range of the crop aspect ratio (width / height).
+        hflip: train only: probability of a horizontal flip of the whole clip.
+        color_jitter: train only: strength s of brightness, contrast and saturation jitter, each factor drawn
+            from ``[max(0, 1 - s), 1 + s]``; hue is not jittered (ours: hue shifts make skin colour unnatural).
+            0 disables it.
+        rotate_limit: train only: rotation drawn from ``[-rotate_limit, rotate_limit]`` degrees, corners filled
+            with black. 0 disables it.
+        seed: seed of the augmentation stream; None = fresh OS entropy. Workers must still be reseeded
+            (``seed_worker``): every forked worker inherits the same stream.
+
+    Returns:
+        The ``ClipTransform``: uint8 ``(T, H, W, C)`` -> uint8 ``(T, size, size, C)``.
+
+    Raises:
+        ValueError: ``size``/``resize`` < 1, probabilities outside ``[0, 1]``, bad crop ranges, negative
+            jitter or rotation.
+    """
+    if size < 1 or (resize is not None and resize < 1):
+        raise ValueError(f"size and resize must be >= 1 pixel, got size={size}, resize={resize}")
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
+    if not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1 (area fraction), got {crop_scale}")
+    if not 0.0 < crop_ratio[0] <= crop_ratio[1]:
+        raise ValueError(f"crop_ratio must satisfy 0 < low <= high (width / height), got {crop_ratio}")
+    if color_jitter < 0 or rotate_limit < 0:
+        raise ValueError(f"color_jitter and rotate_limit must be >= 0, got {color_jitter}, {rotate_limit}")
+
+    ops: list[A.BasicTransform] = []
+    if train:
+        if resize is not None:
+            ops.append(A.SmallestMaxSize(max_size=resize))
+        ops.append(A.RandomResizedCrop(size=(size, size), scale=tuple(crop_scale), ratio=tuple(crop_ratio)))
+        if hflip > 0:
+            ops.append(A.HorizontalFlip(p=hflip))
+        if color_jitter > 0:
+            s = float(color_jitter)
+            ops.append(A.ColorJitter(brightness=s, contrast=s, saturation=s, hue=0.0, p=1.0))
+        if rotate_limit > 0:
+            ops.append(A.Affine(rotate=(-rotate_limit, rotate_limit), fill=0, p=1.0))
+    else:
+        ops.append(A.SmallestMaxSize(max_size=resize if resize is not None else size))
+        ops.append(A.CenterCrop(height=size, width=size))
+    return ClipTransform(A.Compose(ops, seed=seed), size=size, seed=seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed the global generators and the dataset's own streams per worker.
+
+    Seeds torch, ``random`` and numpy exactly as Lightning's ``pl_worker_init_function`` does (from
+    ``torch.initial_seed()``, which differs per worker and per epoch for non-persistent workers, mixed with the
+    worker id and the global rank), then calls ``dataset.reseed(torch.initial_seed() % 2**32)`` when the
+    worker's dataset has a ``reseed(seed: int)`` method, so the albumentations stream (and the sampler's rng)
+    differ across workers, epochs and ranks. Passing this function to the DataLoader replaces the one Lightning
+    would add under ``seed_everything(workers=True)``.
+
+    Args:
+        worker_id: index of the worker process in ``[0, num_workers)``.
+    """
+    pl_worker_init_function(worker_id)  # sets torch.initial_seed() to a per-(epoch, worker, rank) value
+    info = torch.utils.data.get_worker_info()
+    reseed = getattr(info.dataset, "reseed", None) if info is not None else None
+    if callable(reseed):
+        reseed(torch.initial_seed() % 2**32)

@@ -1,0 +1,1 @@
+"""Losses (the center cosine loss of DMFE, the smooth loss of FESNet) live here."""

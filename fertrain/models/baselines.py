@@ -1,0 +1,123 @@
+"""Reference video classifiers to measure the video models against.
+
+- ``FrameMeanResNet18``: a 2D ResNet-18 per frame, global average pool, mean over time, linear head. Appearance
+  only and order-free by construction: permuting the frames of a clip leaves its logits unchanged. A model that
+  beats it on a motion-defined task uses the temporal order. Backbone: torchvision ResNet-18 (He et al., CVPR
+  2016); the frame-averaging design is OURS (the common appearance-only reference).
+- ``R3D18``: torchvision's 3D ResNet-18 (``torchvision.models.video.r3d_18``; Tran et al., "A Closer Look at
+  Spatiotemporal Convolutions for Action Recognition", CVPR 2018, Sec. 3.1 "R3D"), wrapped in the fertrain model
+  contract.
+
+All models: ``forward(x)`` with x float ``(B, T, 3, H, W)`` normalised -> logits ``(B, num_classes)``;
+``forward_features``, ``forward_head``, ``num_features``, ``reset_classifier``. Random init by default.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from fertrain.models.backbones import ResNet18Trunk, load_pretrained
+
+
+def _check_clip(x: torch.Tensor) -> None:
+    if x.ndim != 5:
+        raise ValueError(f"expected a clip batch (B, T, C, H, W); got shape {tuple(x.shape)}")
+
+
+class _ClassifierMixin:
+    """Shared head of the contract: dropout, linear; ``reset_classifier``."""
+
+    num_features: int
+    num_classes: int
+    drop: nn.Dropout
+    head: nn.Module
+
+    def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``(B, num_features)`` -> logits ``(B, num_classes)`` (after dropout), or the dropped-out features."""
+        feats = self.drop(feats)
+        return feats if pre_logits else self.head(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised clip float ``(B, T, 3, H, W)`` -> unnormalised logits float ``(B, num_classes)``."""
+        return self.forward_head(self.forward_features(x))  # type: ignore[attr-defined]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the linear head by a fresh one with ``num_classes`` outputs (0 = identity, features out)."""
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class FrameMeanResNet18(_ClassifierMixin, nn.Module):
+    """Per-frame ResNet-18, global average pool, mean over time, dropout, linear head.
+
+    Args:
+        num_classes: number of expression classes (from the data config).
+        dropout: dropout probability before the linear head.
+        pretrained_path: local torchvision ResNet-18 ``state_dict`` file loaded into the trunk; None = random init.
+
+    Raises:
+        FileNotFoundError: ``pretrained_path`` does not exist.
+    """
+
+    def __init__(self, num_classes: int, dropout: float = 0.5, pretrained_path: str | None = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone = ResNet18Trunk()
+        if pretrained_path is not None:
+            load_pretrained(self.backbone, pretrained_path)
+        self.num_features = self.backbone.num_features
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip embedding: float ``(B, T, 3, H, W)``, T >= 1 -> float ``(B, 512)``, invariant to frame order.
+
+        Raises:
+            ValueError: ``x`` is not 5-D.
+        """
+        _check_clip(x)
+        B, T, C, H, W = x.shape
+        feats = self.backbone(x.reshape(B * T, C, H, W))  # (B*T, 512, h, w)
+        emb = feats.mean(dim=(2, 3)).reshape(B, T, self.num_features)  # (B, T, 512)
+        return emb.mean(dim=1)  # (B, 512)
+
+
+class R3D18(_ClassifierMixin, nn.Module):
+    """Torchvision 3D ResNet-18 (R3D-18) on the fertrain contract.
+
+    The clip ``(B, T, C, H, W)`` is permuted to torchvision's video layout ``(B, C, T, H, W)``; the model's own
+    global average pool over (T, H, W) gives the embedding. Needs T >= 1; T is downsampled 8x inside (the
+    pooling is adaptive, so any T works).
+
+    Args:
+        num_classes: number of expression classes (from the data config).
+        dropout: dropout probability before the linear head (OURS; torchvision's R3D has none).
+        pretrained_path: local ``torchvision.models.video.r3d_18`` ``state_dict`` file (NOT 2D ResNet-18 weights)
+            loaded with ``strict=False``; None = random init.
+
+    Raises:
+        FileNotFoundError: ``pretrained_path`` does not exist.
+    """
+
+    def __init__(self, num_classes: int, dropout: float = 0.5, pretrained_path: str | None = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        net = torchvision.models.video.r3d_18(weights=None)
+        net.fc = nn.Identity()  # the head is ours; torchvision's fc.* keys are ignored when loading
+        if pretrained_path is not None:
+            load_pretrained(net, pretrained_path)
+        self.net = net
+        self.num_features = 512
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip embedding: float ``(B, T, 3, H, W)`` -> float ``(B, 512)``.
+
+        Raises:
+            ValueError: ``x`` is not 5-D.
+        """
+        _check_clip(x)
+        return self.net(x.permute(0, 2, 1, 3, 4))  # (B, C, T, H, W) in -> (B, 512) out

@@ -1,0 +1,1 @@
+"""Lightning tasks: one LightningModule per task type (recognition; spotting later)."""

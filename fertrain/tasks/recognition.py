@@ -1,0 +1,165 @@
+"""Recognition task: one LightningModule for video (``(B, T, C, H, W)``) and image (``T = 1``) FER.
+
+The network is a plain ``nn.Module`` injected from the model config; this module owns the loss, the optimiser
+and scheduler wiring, the epoch-level metrics per stage (``train/``, ``val/``, ``test_best/``, ``test_last/``)
+and the confusion-matrix plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from fertrain.metrics.recognition import RecognitionMetrics, plot_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+
+class RecognitionTask(pl.LightningModule):
+    """Single-label expression recognition.
+
+    Args:
+        net: model with ``forward(x: float (B, T, C, H, W)) -> logits (B, K)``.
+        loss: criterion ``(logits (B, K), target (B,)) -> scalar`` (e.g. ``nn.CrossEntropyLoss(label_smoothing=…)``).
+        optimizer: partial ``params -> torch.optim.Optimizer`` (Hydra ``_partial_: true``).
+        class_names: ``K`` class names in label order (``data.class_names``).
+        scheduler: optional partial ``(optimizer, total_steps) -> LRScheduler``, stepped every optimiser step.
+        plot_dir: where confusion-matrix PNGs go (default: ``<trainer.default_root_dir>/plots``).
+
+    Logged (epoch level only): ``{stage}/loss``, ``{stage}/uar``, ``{stage}/war`` and ``{stage}/recall/<class>``;
+    ``train/loss_step`` per step. ``val_history`` keeps every epoch's val metrics and is saved in checkpoints.
+
+    Raises:
+        FloatingPointError: a non-finite training loss (message names epoch, global step and batch index).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        class_names: Sequence[str],
+        scheduler: Callable[..., Any] | None = None,
+        plot_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.criterion = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = tuple(class_names)
+        self.plot_dir = plot_dir
+        self.train_metrics = RecognitionMetrics(len(self.class_names))
+        self.val_metrics = RecognitionMetrics(len(self.class_names))
+        self.test_metrics = RecognitionMetrics(len(self.class_names))
+        self.val_history: list[dict[str, float]] = []
+        self.test_tag = "test"  # set to test_best / test_last by the entry point before each test run
+        self.last_test: dict[str, Any] = {}
+        self.fertrain_config: dict | None = None  # resolved run config, saved in checkpoints for predict
+
+    # ---------------------------------------------------------------- steps
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """float ``(B, T, C, H, W)`` -> logits ``(B, K)``."""
+        return self.net(video)
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch["video"])  # (B, K)
+        loss = self.criterion(logits, batch["label"])
+        self._metrics(stage).update(logits.detach(), batch["label"])
+        self.log(f"{self._tag(stage)}/loss", loss, on_step=False, on_epoch=True,
+                 batch_size=batch["label"].shape[0], sync_dist=stage != "train")
+        return loss
+
+    def _metrics(self, stage: str) -> RecognitionMetrics:
+        return getattr(self, f"{stage}_metrics")
+
+    def _tag(self, stage: str) -> str:
+        return self.test_tag if stage == "test" else stage
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"global step {self.global_step}, batch {batch_idx}: lower the learning rate, check the inputs "
+                f"(video ids {list(batch['video_id'])[:4]}…), or use precision=32"
+            )
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Class probabilities ``(B, K)``."""
+        return self(batch["video"]).softmax(dim=-1)
+
+    # ---------------------------------------------------------- epoch ends
+    def _epoch_end(self, stage: str) -> dict[str, Any]:
+        out = self._metrics(stage).compute()
+        self._metrics(stage).reset()
+        tag = self._tag(stage)
+        # values come from the epoch's confusion matrix, already summed over processes by torchmetrics
+        self.log(f"{tag}/uar", out["uar"], prog_bar=True)
+        scalars = {f"{tag}/war": out["war"]}
+        for name, r in zip(self.class_names, out["recall"]):
+            if not math.isnan(float(r)):
+                scalars[f"{tag}/recall/{name}"] = r
+        self.log_dict(scalars)
+        return out
+
+    def on_train_epoch_end(self) -> None:
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self) -> None:
+        out = self._epoch_end("val")
+        if self.trainer.sanity_checking:
+            return
+        entry = {"epoch": int(self.current_epoch), "uar": float(out["uar"]), "war": float(out["war"])}
+        loss = self.trainer.callback_metrics.get("val/loss")
+        if loss is not None:
+            entry["loss"] = float(loss)
+        self.val_history.append(entry)
+        self._plot(out, "val_last", f"val epoch {self.current_epoch}")
+
+    def on_test_epoch_end(self) -> None:
+        out = self._epoch_end("test")
+        self.last_test = {"uar": float(out["uar"]), "war": float(out["war"]),
+                          "recall": {n: float(r) for n, r in zip(self.class_names, out["recall"])},
+                          "confmat": out["confmat"].tolist()}
+        self._plot(out, self.test_tag, self.test_tag)
+
+    def _plot(self, out: dict, name: str, title: str) -> None:
+        if self.trainer is None or not self.trainer.is_global_zero:
+            return
+        root = Path(self.plot_dir) if self.plot_dir else Path(self.trainer.default_root_dir) / "plots"
+        plot_confusion_matrix(out["confmat"], self.class_names, root / f"confusion_{name}.png",
+                              title=f"{title}: UAR {float(out['uar']):.3f}  WAR {float(out['war']):.3f}")
+
+    # ---------------------------------------------------------- optimisers
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["fertrain_val_history"] = list(self.val_history)
+        if self.fertrain_config is not None:
+            checkpoint["fertrain_config"] = self.fertrain_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_history = list(checkpoint.get("fertrain_val_history", []))
