@@ -109,12 +109,15 @@ def predict_video(
     rng = np.random.default_rng(0)
     probs: list[np.ndarray] = []
     for b in range(0, len(starts), batch_size):
+        idx = [sampler(min(window, n - s), False, rng) + s for s in starts[b:b + batch_size]]
+        union = np.unique(np.concatenate(idx))  # decode each frame of the batch once, in order
+        decoded = read_frames(video, union)  # (U, H, W, C) uint8
         clips = []
-        for s in starts[b:b + batch_size]:
-            idx = sampler(min(window, n - s), False, rng) + s
-            frames = transform(read_frames(video, idx))  # (T, H, W, C) uint8
-            clips.append(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))  # (T, C, H, W)
-        x = normalize_video(torch.stack(clips).to(device), dm.get("mean", IMAGENET_MEAN), dm.get("std", IMAGENET_STD))  # (B, T, C, H, W)
+        for i in idx:
+            frames = transform(decoded[np.searchsorted(union, i)])  # (T, h, w, C) uint8
+            clips.append(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))  # (T, C, h, w)
+        mean, std = dm.get("mean", IMAGENET_MEAN), dm.get("std", IMAGENET_STD)
+        x = normalize_video(torch.stack(clips).to(device), mean, std)  # (B, T, C, H, W)
         probs.append(net(x).softmax(-1).cpu().numpy())
     p = np.concatenate(probs)  # (N, K)
 

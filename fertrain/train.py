@@ -114,6 +114,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             best = max(task.val_history, key=lambda e: (e["uar"], -e["epoch"]))
             summary["val_best"] = best
             summary["val_last"] = task.val_history[-1]
+            final = {f"{k}/{m}": float(v[m]) for k, v in (("val_best", best), ("val_last", task.val_history[-1]))
+                     for m in ("uar", "war", "epoch")}
+            for lg in loggers:
+                lg.log_metrics(final, step=trainer.global_step)
         summary["epochs"] = trainer.current_epoch
     tests: dict[str, str | None] = {}
     if cfg.test:

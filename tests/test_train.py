@@ -30,8 +30,9 @@ def fertrain(args: list[str], tmp_path: Path, module: str = "fertrain", check: b
 def test_dfew_mscm_on_miniature_tree(tmp_path: Path) -> None:
     root = make_miniature_dfew(tmp_path / "DFEW", clips_per_class=2, num_frames=6, size=48)
     fertrain(["+experiment=dfew_mscm", f"data.root={root}", "data.fold=2", "debug=limit", "data.image_size=48",
-              "data.datamodule.batch_size=4", f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
+              "data.datamodule.batch_size=4", f"paths.log_dir={tmp_path / 'logs'}", "logger=wandb"], tmp_path)
     run = tmp_path / "logs" / "dfew_mscm" / "fold2_seed42"
+    assert list((run / "wandb").glob("offline-run-*")), "wandb (offline) wrote no run"
     summary = json.loads((run / "summary.json").read_text())
     for key in ("val_best", "val_last", "test_best", "test_last"):
         assert 0.0 <= summary[key]["uar"] <= 1.0 and 0.0 <= summary[key]["war"] <= 1.0, key
@@ -39,7 +40,7 @@ def test_dfew_mscm_on_miniature_tree(tmp_path: Path) -> None:
     assert (run / "csv" / "metrics.csv").is_file()
     assert (run / "config_resolved.yaml").is_file() and (run / "plots" / "confusion_test_best.png").is_file()
     header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"val/uar", "val/war", "train/loss_step"} <= set(header)
+    assert {"val/uar", "val/war", "train/loss_step", "val_best/uar", "test_best/uar", "test_last/war"} <= set(header)
 
 
 def test_missing_dataset_root_gives_one_clear_error(tmp_path: Path) -> None:

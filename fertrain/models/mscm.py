@@ -214,7 +214,7 @@ class MultiScaleCorrelation(nn.Module):
     """
 
     def __init__(
-        self, scales: Sequence[Sequence[int]] = DEFAULT_SCALES, motion_channels: int = 64, norm: str = "group"
+        self, scales: Sequence[Sequence[int]] = DEFAULT_SCALES, motion_channels: int = 64, norm: str = "batch"
     ) -> None:
         super().__init__()
         if len(scales) == 0:
@@ -224,7 +224,7 @@ class MultiScaleCorrelation(nn.Module):
             displacements(r, d)  # validates
         self.encoders = nn.ModuleList(
             nn.Sequential(
-                _conv_norm_relu((2 * r + 1) ** 2, motion_channels, norm),
+                _conv_norm_relu(2 * (2 * r + 1) ** 2, motion_channels, norm),
                 _conv_norm_relu(motion_channels, motion_channels, norm),
             )
             for r, _ in self.scales
@@ -244,10 +244,12 @@ class MultiScaleCorrelation(nn.Module):
         """
         f1 = F.normalize(f1, dim=1, eps=1e-6)  # (N, C, h, w), unit L2 norm per pixel
         f2 = F.normalize(f2, dim=1, eps=1e-6)
-        encoded = [
-            encoder(local_correlation(f1, f2, r, d))  # (N, motion_channels, h, w)
-            for encoder, (r, d) in zip(self.encoders, self.scales)
-        ]
+        encoded = []
+        for encoder, (r, d) in zip(self.encoders, self.scales):
+            cost = local_correlation(f1, f2, r, d)  # (N, K, h, w)
+            # Channel K-1-k holds displacement -d_k: the antisymmetric part is ~0 for static content, signed by motion.
+            cost = torch.cat([cost, cost - cost.flip(1)], dim=1)  # (N, 2K, h, w)
+            encoded.append(encoder(cost))  # (N, motion_channels, h, w)
         return self.fusion(encoded)
 
 

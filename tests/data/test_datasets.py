@@ -256,8 +256,9 @@ def test_demo_windows_stay_inside_their_split_span_and_segment():
             assert r.video_id == f"WolfgangLanger_Pexels@{r.start_frame}" and r.path == default_demo_video()
 
 
-def test_demo_split_frame_sets_are_disjoint_and_hold_both_classes():
-    ds = DemoVideo(window=16, train_stride=2, eval_stride=8)
+@pytest.mark.parametrize("kwargs", [{}, {"blocks": 2, "split_fractions": (0.5, 0.25, 0.25)}])
+def test_demo_split_frame_sets_are_disjoint_and_hold_both_classes(kwargs):
+    ds = DemoVideo(window=16, train_stride=2, eval_stride=8, **kwargs)
     frames = {}
     for split in ("train", "val", "test"):
         recs = ds.records(split)
@@ -313,3 +314,13 @@ def test_demo_bad_arguments_are_rejected(kwargs):
 def test_demo_missing_video_is_named(tmp_path):
     with pytest.raises(DatasetError, match=r"demo video .*absent\.mp4 does not exist"):
         DemoVideo(video=tmp_path / "absent.mp4")
+
+
+def test_demo_blocks_interleave_the_splits_in_time():
+    ds = DemoVideo(window=16, blocks=2, split_fractions=(0.5, 0.25, 0.25))
+    sad = [(split, lo, hi) for lab, split, lo, hi in ds.spans if lab == 0]
+    assert [s for s, _, _ in sad] == ["train", "val", "test", "train", "val", "test"]
+    assert sad[0][1] == 0 and sad[-1][2] == 226  # the blocks tile the whole segment 0..225
+    assert all(a[2] == b[1] for a, b in zip(sad, sad[1:]))  # consecutive, no gaps, no overlaps
+    with pytest.raises(ValueError, match="blocks"):
+        DemoVideo(blocks=0)

@@ -16,6 +16,9 @@ three consecutive, non-overlapping spans (half-open, frames)::
     val   [start + floor(f_train * n), start + floor((f_train + f_val) * n))
     test  [start + floor((f_train + f_val) * n), end + 1)
 
+With ``blocks = b > 1`` each segment is first cut into ``b`` consecutive blocks of (nearly) equal length and
+each block is split as above, so train/val/test interleave in time (train, val, test, train, val, test, ...).
+
 Windows of ``window`` frames start at ``lo, lo + stride, ...`` and lie wholly inside one span (the last start is
 at most ``hi - window``), so no window of one split contains a frame of another split's span. The train stride is
 small (overlapping windows, more samples); the eval stride is larger (default 16 frames, half the default
@@ -142,6 +145,9 @@ class DemoVideo:
         eval_stride: frames between consecutive val/test window starts; ``window`` gives disjoint windows.
         split_fractions: ``(train, val, test)`` fractions of each segment, in time order; non-negative, sum 1.
         fps: frame rate of ``video`` (frames per second); the default is the packaged video's.
+        blocks: cut each segment into this many consecutive blocks of (nearly) equal length and split *each
+            block* by ``split_fractions``; with ``blocks > 1`` every split samples every phase of an expression
+            (onset, apex, offset) while splits stay frame-disjoint. Ours; 1 = one time split per segment.
 
     Raises:
         ValueError: an argument is out of range.
@@ -160,7 +166,10 @@ class DemoVideo:
         eval_stride: int = 16,
         split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
         fps: float | None = DEMO_FPS,
+        blocks: int = 1,
     ) -> None:
+        if blocks < 1:
+            raise ValueError(f"DemoVideo blocks must be >= 1, got {blocks}")
         if window < 1 or train_stride < 1 or eval_stride < 1:
             raise ValueError(f"DemoVideo needs window, train_stride, eval_stride >= 1; got {window}, "
                              f"{train_stride}, {eval_stride}")
@@ -179,7 +188,12 @@ class DemoVideo:
         #: ``(label, split, lo, hi)`` for every segment and split: half-open spans in frames.
         self.spans: list[tuple[int, str, int, int]] = []
         self._records: dict[str, list[ClipRecord]] = {s: [] for s in SPLITS}
+        blocked = []  # each segment cut into `blocks` consecutive blocks, each block split by time
         for start, end, label, _ in segments:
+            n = end - start + 1
+            edges = [start + (n * b) // blocks for b in range(blocks + 1)]
+            blocked += [(lo, hi - 1, label) for lo, hi in zip(edges, edges[1:])]
+        for start, end, label in blocked:
             for split, (lo, hi) in split_spans(start, end, fractions).items():
                 self.spans.append((label, split, lo, hi))
                 stride = train_stride if split == "train" else eval_stride
