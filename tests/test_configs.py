@@ -51,7 +51,8 @@ def test_experiment_composes_and_instantiates(name: str, tmp_path: Path) -> None
     if cfg.data.name == "dfew":
         assert Path(cfg.data.root) == dfew
     model = instantiate(cfg.model)
-    x = torch.randn(2, 4, 3, 48, 48)
+    clip_len = instantiate(cfg.data.datamodule.sampler).clip_len  # e.g. CEFLNet needs its sampler's T
+    x = torch.randn(2, clip_len, 3, 48, 48)
     assert model(x).shape == (2, cfg.data.num_classes)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[instantiate(c) for c in cfg.callbacks.values()])
     assert trainer.max_epochs == cfg.trainer.max_epochs

@@ -2,7 +2,8 @@
 
 Pure index arithmetic, no I/O. Every sampler meets the ``FrameSampler`` protocol of
 ``fertrain.data.records``: ``sampler(num_frames, train, rng)`` returns int64 frame indices of shape
-``(clip_len,)``, non-decreasing, with values in ``[0, num_frames - 1]`` relative to the segment start
+``(clip_len,)``, non-decreasing (``CEFLNetSampler``: within each of its overlapping clips), with values in
+``[0, num_frames - 1]`` relative to the segment start
 (the dataset adds ``ClipRecord.start_frame``). At test time (``train=False``) the output depends on
 ``num_frames`` only; in training it is drawn from ``rng``.
 
@@ -16,13 +17,14 @@ Samplers:
       (e.g. 8x2 or 16x1).
     - ``UniformSampler``: ``clip_len`` frames evenly spaced over the whole segment.
     - ``DenseSampler``: one window of ``clip_len`` frames ``frame_stride`` apart (C3D/I3D-style clips).
+    - ``CEFLNetSampler``: CEFLNet's overlapping clips (7 clips x 5 frames from a 75-frame window), clip-major.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DenseSampler", "SegmentSampler", "UniformSampler"]
+__all__ = ["CEFLNetSampler", "DenseSampler", "SegmentSampler", "UniformSampler"]
 
 
 def _check_positive_int(name: str, value: int) -> int:
@@ -228,3 +230,129 @@ class DenseSampler:
         start = int(rng.integers(0, slack + 1)) if train else slack // 2
         indices = start + self.frame_stride * np.arange(self.clip_len)
         return _finish(indices, n)
+
+
+class CEFLNetSampler:
+    """CEFLNet's clip sampling: overlapping clips from one fixed-length window, a few frames per clip.
+
+    Source: Liu et al., "Clip-aware expressive feature learning for video-based facial expression recognition",
+    Information Sciences 598 (2022), and the authors' public code (github.com/CVLab-Liuyuanyuan/CEFLNet,
+    ``data/NewDataset.py``): a window of 75 frames starting at a random frame in ``[0, 29]`` in training and at
+    frame 15 at test, split into 7 clips of 15 frames whose starts are 10 frames apart (clips overlap by 5 frames);
+    from each clip 5 distinct random frames in training, every 3rd frame (``0, 3, 6, 9, 12``) at test.
+
+    Definition. With ``span = clip_span``, clip ``c`` covers window positions ``[c * clip_stride,
+    c * clip_stride + span)``. Its frames are the window positions ``c * clip_stride + o_j``, ``j = 0 ..
+    frames_per_clip - 1``, where the offsets ``o_j`` are ``j * (span // frames_per_clip)`` at test (the official
+    ``range(0, 15, 15 // 5)``) and ``frames_per_clip`` distinct values drawn without replacement from
+    ``[0, span)`` in training, sorted (OURS: the official code keeps Python ``set`` order, which is ascending only
+    for most draws; we keep every clip in temporal order). Window position ``q`` is frame ``start + q``.
+
+    Window placement and padding rule for short videos (OURS; the official code assumes at least
+    ``train_start_max + window`` frames and fails otherwise), for a segment of N frames:
+
+    - ``N >= window``: the window fits. ``start`` is uniform over ``[0, min(train_start_max, N - window)]`` in
+      training and ``min(test_start, N - window)`` at test, i.e. the official start, moved earlier only as far as
+      needed for the window to end inside the video.
+    - ``N < window``: the window is stretched over the whole video: position ``q`` reads frame
+      ``floor(q * N / window)`` (nearest-lower temporal resampling: every frame is used, each repeated about
+      ``window / N`` times, order kept), so the clips still cover the video from its start to its end, in order.
+      Distinct training offsets may then read the same frame. This is the common case on DFEW: by the frame counts
+      of its ``clip_224x224`` folders (median 70 frames, 12 to 847), 64.5% of the 11,697 single-labelled clips are
+      shorter than 75 frames, 7.1% have 75 to 89 (start moved earlier at test) and 28.4% have 90 or more.
+
+    Output order is clip-major (``num_clips`` clips of ``frames_per_clip`` frames, ``(C, F) -> (C * F,)``), the
+    layout ``fertrain.models.ceflnet.CEFLNet`` expects. Overlapping clips make the whole index vector
+    non-monotonic; each clip's ``frames_per_clip`` indices are non-decreasing.
+
+    Example: ``CEFLNetSampler()(100, False)`` gives ``15 + 10 c + 3 j`` for clip ``c = 0..6``, frame ``j = 0..4``.
+
+    Attributes:
+        clip_len: ``num_clips * frames_per_clip`` (frames per sample, T; 35 by default).
+    """
+
+    def __init__(
+        self,
+        num_clips: int = 7,
+        clip_span: int = 15,
+        clip_stride: int = 10,
+        frames_per_clip: int = 5,
+        window: int = 75,
+        train_start_max: int = 29,
+        test_start: int = 15,
+    ) -> None:
+        """Build the sampler.
+
+        Args:
+            num_clips: clips per sample (7 in the paper).
+            clip_span: frames covered by one clip (15).
+            clip_stride: frames between the starts of consecutive clips (10).
+            frames_per_clip: frames sampled from each clip (5); at most ``clip_span``.
+            window: frames of the window the clips are cut from (75); at least
+                ``(num_clips - 1) * clip_stride + clip_span``.
+            train_start_max: last possible window start in training (frames; 29: start uniform in ``[0, 29]``).
+            test_start: window start at test (frames; 15).
+
+        Raises:
+            ValueError: an argument is not an integer >= 1 (>= 0 for the two starts), ``frames_per_clip >
+                clip_span``, or the clips do not fit in ``window``.
+        """
+        self.num_clips = _check_positive_int("num_clips", num_clips)
+        self.clip_span = _check_positive_int("clip_span", clip_span)
+        self.clip_stride = _check_positive_int("clip_stride", clip_stride)
+        self.frames_per_clip = _check_positive_int("frames_per_clip", frames_per_clip)
+        self.window = _check_positive_int("window", window)
+        for name, value in (("train_start_max", train_start_max), ("test_start", test_start)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (frames), got {value!r}")
+        self.train_start_max, self.test_start = int(train_start_max), int(test_start)
+        if self.frames_per_clip > self.clip_span:
+            raise ValueError(
+                f"frames_per_clip ({frames_per_clip}) must be <= clip_span ({clip_span}): a clip's frames are distinct"
+            )
+        needed = (self.num_clips - 1) * self.clip_stride + self.clip_span
+        if self.window < needed:
+            raise ValueError(
+                f"window ({window} frames) is shorter than the clips it holds: (num_clips - 1) * clip_stride + "
+                f"clip_span = ({num_clips} - 1) * {clip_stride} + {clip_span} = {needed} frames"
+            )
+        self.clip_len = self.num_clips * self.frames_per_clip
+
+    def __repr__(self) -> str:
+        return (
+            f"CEFLNetSampler(num_clips={self.num_clips}, clip_span={self.clip_span}, clip_stride={self.clip_stride}, "
+            f"frames_per_clip={self.frames_per_clip}, window={self.window}, "
+            f"train_start_max={self.train_start_max}, test_start={self.test_start})"
+        )
+
+    def __call__(self, num_frames: int, train: bool, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Sample one clip-major stack of clips.
+
+        Args:
+            num_frames: frames in the segment (N >= 1).
+            train: random window start and random distinct frames per clip if True; fixed ones if False.
+            rng: source of randomness; required when ``train`` is True, unused otherwise.
+
+        Returns:
+            int64 ``(num_clips * frames_per_clip,)``, values in ``[0, N - 1]``, clip-major; non-decreasing within
+            each clip.
+
+        Raises:
+            ValueError: ``num_frames < 1``, or ``train`` without a ``numpy.random.Generator``.
+        """
+        n = _check_call(num_frames, train, rng)
+        c, f, span = self.num_clips, self.frames_per_clip, self.clip_span
+        if train:
+            offsets = np.stack([np.sort(rng.choice(span, size=f, replace=False)) for _ in range(c)])  # (C, F)
+        else:
+            offsets = np.tile(np.arange(f) * (span // f), (c, 1))  # (C, F)
+        positions = np.arange(c)[:, None] * self.clip_stride + offsets  # (C, F), window positions
+        if n >= self.window:
+            last_start = n - self.window  # latest start that keeps the window inside the video
+            start = int(rng.integers(0, min(self.train_start_max, last_start) + 1)) if train else min(
+                self.test_start, last_start
+            )
+            indices = start + positions
+        else:
+            indices = (positions * n) // self.window  # stretch the window over the N frames
+        return _finish(indices.reshape(-1), n)  # (C * F,)

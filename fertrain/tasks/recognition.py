@@ -26,7 +26,9 @@ class RecognitionTask(pl.LightningModule):
 
     Args:
         net: model with ``forward(x: float (B, T, C, H, W)) -> logits (B, K)``.
-        loss: criterion ``(logits (B, K), target (B,)) -> scalar`` (e.g. ``nn.CrossEntropyLoss(label_smoothing=…)``).
+        loss: criterion ``(logits (B, K), target (B,)) -> scalar`` (e.g. ``nn.CrossEntropyLoss(label_smoothing=…)``),
+            or an embedding loss with ``needs_embeddings = True`` (``(emb (B, D), target) -> scalar`` plus
+            ``logits(emb)`` and ``bind_centers(net.class_centers)``, e.g. DMFE's center cosine loss).
         optimizer: partial ``params -> torch.optim.Optimizer`` (Hydra ``_partial_: true``).
         class_names: ``K`` class names in label order (``data.class_names``).
         scheduler: optional partial ``(optimizer, total_steps) -> LRScheduler``, stepped every optimiser step.
@@ -51,6 +53,12 @@ class RecognitionTask(pl.LightningModule):
         super().__init__()
         self.net = net
         self.criterion = loss
+        if getattr(loss, "needs_embeddings", False):  # e.g. CenterCosineLoss: trains the model's cosine-head centres
+            centers = getattr(net, "class_centers", None)
+            if centers is None:
+                raise ValueError(f"{type(loss).__name__} trains class centres that {type(net).__name__} has no "
+                                 "place for: use a model with a cosine head (e.g. model=dmfe model.head=cosine)")
+            loss.bind_centers(centers)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.class_names = tuple(class_names)
@@ -69,8 +77,13 @@ class RecognitionTask(pl.LightningModule):
         return self.net(video)
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch["video"])  # (B, K)
-        loss = self.criterion(logits, batch["label"])
+        if getattr(self.criterion, "needs_embeddings", False):
+            emb = self.net.forward_features(batch["video"])  # (B, D)
+            loss = self.criterion(emb, batch["label"])
+            logits = self.criterion.logits(emb)  # (B, K) s*cos, no margin: what the metrics see
+        else:
+            logits = self(batch["video"])  # (B, K)
+            loss = self.criterion(logits, batch["label"])
         self._metrics(stage).update(logits.detach(), batch["label"])
         self.log(f"{self._tag(stage)}/loss", loss, on_step=False, on_epoch=True,
                  batch_size=batch["label"].shape[0], sync_dist=stage != "train")
