@@ -85,6 +85,7 @@ class RecognitionTask(pl.LightningModule):
             logits = self(batch["video"])  # (B, K)
             loss = self.criterion(logits, batch["label"])
         self._metrics(stage).update(logits.detach(), batch["label"])
+        # under DDP this is the mean of per-rank means (UAR/WAR are exact: summed confusion matrices)
         self.log(f"{self._tag(stage)}/loss", loss, on_step=False, on_epoch=True,
                  batch_size=batch["label"].shape[0], sync_dist=stage != "train")
         return loss

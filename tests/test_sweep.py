@@ -1,0 +1,157 @@
+"""``python -m fertrain.sweep``: search spaces compose, pruning on the val metric, a failing trial does not stop the
+sweep, and a sweep killed after 3 trials resumes with continuing trial numbers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from optuna.trial import TrialState
+
+from fertrain.config import config_dir
+from fertrain.sweep import SweepError, check_space, run_sweep
+
+CONF = config_dir()
+# a tiny synthetic_motion run: 8 training clips of 8 frames, 2 sampled frames at 32 px, batches of 4, 2 steps,
+# no test and no checkpoints (a trial's cost is then mostly Lightning's set-up)
+TINY = ["+experiment=synthetic_mscm", "hparams_search=synthetic_mscm_optuna",
+        "data.datamodule.source.num_train=8", "data.datamodule.source.num_val=4",
+        "data.datamodule.source.num_test=4", "data.datamodule.source.num_frames=8",
+        "data.datamodule.source.size=48", "data.image_size=32", "data.datamodule.sampler.num_segments=2",
+        "data.datamodule.batch_size=4", "debug=limit", "test=false", "callbacks=none", "~callbacks.model_checkpoint",
+        "+trainer.enable_checkpointing=false", "trainer.enable_model_summary=false"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _paths(tmp_path: Path) -> list[str]:
+    return [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+
+
+@pytest.mark.parametrize("experiment,space", [("synthetic_mscm", "synthetic_mscm_optuna"),
+                                              ("synthetic_frame_mean", "synthetic_mscm_optuna"),
+                                              ("dfew_mscm", "dfew_mscm_optuna")])
+def test_search_spaces_compose(experiment: str, space: str) -> None:
+    assert (CONF / "hparams_search" / f"{space}.yaml").is_file()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"+experiment={experiment}", f"+hparams_search={space}"])
+    params = check_space(cfg)
+    assert "optimizer.lr" in params and cfg.sweep.metric == "val_best.uar"
+    assert cfg.sweep.dir.endswith(f"{experiment}/sweeps/{cfg.sweep.study_name}")
+
+
+def test_bad_search_space_fails_before_any_trial(tmp_path: Path) -> None:
+    with pytest.raises(SweepError, match="no search space: add hparams_search=NAME"):
+        run_sweep(["+experiment=synthetic_mscm", *_paths(tmp_path)])
+    with pytest.raises(SweepError, match="'optimizer.lrr' is not a key of the composed config"):
+        run_sweep([*TINY, *_paths(tmp_path), "+sweep.params.optimizer.lrr={type:float,low:0.1,high:0.2}"])
+    with pytest.raises(SweepError, match=r"sweep.params.optimizer.lr: float needs low < high"):
+        run_sweep([*TINY, *_paths(tmp_path), "sweep.params.optimizer.lr.low=1.0"])
+    with pytest.raises(SweepError, match=re.escape("model.dropout: expected a mapping with type float|int|")):
+        run_sweep([*TINY, *_paths(tmp_path), "sweep.params.model.dropout.type=uniform"])
+    assert not list((tmp_path / "logs").rglob("trial_*")), "no trial may start with a bad search space"
+
+
+def test_pruning_on_the_epoch_level_val_metric(tmp_path: Path) -> None:
+    """A pruner that prunes any val/uar below 1.1 after a warm-up epoch stops the trial at epoch 1 of 3."""
+    result = run_sweep([*TINY, *_paths(tmp_path), "trainer.max_steps=-1", "trainer.max_epochs=3",
+                        "trainer.limit_train_batches=1",
+                        "sweep.n_trials=1", "sweep.pruner._target_=optuna.pruners.ThresholdPruner",
+                        "~sweep.pruner.n_startup_trials", "+sweep.pruner.lower=1.1", "sweep.pruner.n_warmup_steps=1"])
+    (trial,) = result.study.trials
+    assert trial.state == TrialState.PRUNED, (trial.state, trial.user_attrs)
+    assert sorted(trial.intermediate_values) == [0, 1]  # reported after epochs 0 and 1, pruned before epoch 2
+    assert all(0.0 <= v <= 1.0 for v in trial.intermediate_values.values())
+    assert result.best_value is None and '"pruned": 1' in (result.sweep_dir / "best.json").read_text()
+
+
+def test_nan_and_exceptions_fail_trials_and_a_rerun_continues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast, with a stand-in for fertrain.train.run: a NaN metric and an exception each fail one trial without
+    stopping the sweep; the same command with a larger n_trials continues the numbering in the same storage."""
+    import fertrain.sweep as sweep_module
+
+    seen: list[float] = []
+
+    def fake_run(cfg):
+        seen.append(cfg.optimizer.lr)  # the sampled value reached the composed config
+        if len(seen) == 2:
+            return {"val_best": {"uar": float("nan"), "war": 0.5}}
+        if len(seen) == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return {"val_best": {"uar": 0.1 * len(seen), "war": 0.5}}
+
+    monkeypatch.setattr(sweep_module, "run", fake_run)
+    args = [*TINY, *_paths(tmp_path), "sweep.prune_on=null"]
+    first = run_sweep([*args, "sweep.n_trials=4"])
+    states = [t.state for t in first.study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert "non-finite val_best.uar" in first.study.trials[1].user_attrs["error"]
+    assert "out of memory" in first.study.trials[2].user_attrs["error"]
+    assert first.best_value == pytest.approx(0.4) and seen == [t.params["optimizer.lr"] for t in first.study.trials]
+
+    again = run_sweep([*args, "sweep.n_trials=4"])  # nothing left to do
+    assert len(again.study.trials) == 4 and len(seen) == 4
+    more = run_sweep([*args, "sweep.n_trials=6"])
+    assert [t.number for t in more.study.trials] == [0, 1, 2, 3, 4, 5] and len(seen) == 6
+    assert more.best_value == pytest.approx(0.6)
+    rows = (more.sweep_dir / "trials.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[2].startswith("1,FAIL,")
+
+
+def _finished(db: Path, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
+    except Exception:  # not created yet, or locked by the writer: try again later
+        return []
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+@pytest.mark.slow
+def test_sweep_survives_a_failing_trial_and_resumes_after_sigkill(tmp_path: Path) -> None:
+    """6 trials; trial 1 is forced to fail (dropout 1.5 is invalid); the process is SIGKILLed once 3 trials have
+    finished; the same command then finishes the study, continuing the trial numbers."""
+    cmd = [sys.executable, "-m", "fertrain.sweep", *TINY, *_paths(tmp_path), "sweep.n_trials=6",
+           "sweep.heartbeat_interval=1", "sweep.grace_period=2",
+           "sweep.enqueue=[{model.dropout:0.2},{model.dropout:1.5}]"]
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    sweep_dir = tmp_path / "logs" / "synthetic_mscm" / "sweeps" / "synthetic_mscm_optuna"
+    db = sweep_dir / "optuna.db"
+
+    with (tmp_path / "first.log").open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while len(_finished(db, "synthetic_mscm_optuna")) < 3:
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "3 trials did not finish in 300 s"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    before = optuna.load_study(study_name="synthetic_mscm_optuna", storage=f"sqlite:///{db}").trials
+    assert 3 <= len([t for t in before if t.state in FINISHED]) <= 4 and not (sweep_dir / "best.json").exists()
+
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    trials = optuna.load_study(study_name="synthetic_mscm_optuna", storage=f"sqlite:///{db}").trials
+    assert [t.number for t in trials] == list(range(len(trials)))  # numbers continue, no gap, no restart
+    assert len(trials) == 6 and all(t.state in FINISHED for t in trials), [(t.number, t.state) for t in trials]
+    assert trials[1].state == TrialState.FAIL and "dropout probability" in trials[1].user_attrs["error"]
+    assert trials[1].params["model.dropout"] == 1.5 and trials[0].params["model.dropout"] == 0.2
+    # a trial that was running when the process was killed is failed on resume (heartbeat), never left RUNNING
+    for t in before:
+        if t.state == TrialState.RUNNING:
+            assert trials[t.number].state == TrialState.FAIL and "error" not in trials[t.number].user_attrs
+    # the resumed process ran the rest: trials created after the kill carry on from the old numbering
+    assert {t.number for t in trials} - {t.number for t in before} == set(range(len(before), 6))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete and all(0.0 <= t.value <= 1.0 for t in complete)
+    assert '"best"' in resumed.stdout and (sweep_dir / "trials.csv").read_text().count("\n") >= 7
+    for t in complete:
+        assert (sweep_dir / f"trial_{t.number:03d}" / "summary.json").is_file()
