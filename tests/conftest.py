@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch  # noqa: F401  first: decord2 imported before torch loads NVBLAS and crashes torch CPU matmuls
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

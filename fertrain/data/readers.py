@@ -37,6 +37,7 @@ import re
 from pathlib import Path
 
 import cv2
+import torch  # noqa: F401  (before decord: decord2 loads NVBLAS, which breaks torch CPU matmuls if it comes first)
 import decord
 import numpy as np
 from PIL import Image

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import torch  # noqa: F401  (before decord: decord2 loads NVBLAS, which breaks torch CPU matmuls if it comes first)
 import decord
 import numpy as np
 import PIL.Image
