@@ -144,18 +144,39 @@ def local_correlation(f1: torch.Tensor, f2: torch.Tensor, radius: int, dilation:
     return _LocalCorrelation.apply(f1, f2, radius, dilation)
 
 
+def antisymmetric_part(cost: torch.Tensor) -> torch.Tensor:
+    """Odd part of a cost volume under the displacement reflection d -> -d.
+
+    ``out[:, k] = cost[:, k] - cost[:, K-1-k]`` for the first ``K // 2`` displacements (channel ``K-1-k`` of
+    ``local_correlation`` holds ``-d_k``; the centre and the mirrored half would repeat these up to sign).
+    Its spatial mean is a motion descriptor with two exact properties (OURS): it is 0 when both frames have the
+    same features (every pair of positions (p, p + d) is counted once from each side, zero padding included), and
+    it changes sign when the two frames are swapped (time reversal).
+
+    Args:
+        cost: float ``(N, K, h, w)`` from ``local_correlation``, K = (2r+1)^2.
+
+    Returns:
+        float ``(N, K // 2, h, w)``.
+    """
+    K = cost.shape[1]
+    return cost[:, : K // 2] - cost[:, K // 2 + 1 :].flip(1)  # (N, K//2, h, w)
+
+
 def _norm(channels: int, kind: str) -> nn.Module:
     """``"batch"``: BatchNorm2d; ``"group"``: GroupNorm with up to 8 groups (per sample, batch-independent)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
         return nn.GroupNorm(math.gcd(8, channels), channels)
-    raise ValueError(f"norm must be 'batch' or 'group'; got {kind!r}")
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'batch', 'group' or 'none'; got {kind!r}")
 
 
 def _conv_norm_relu(in_channels: int, out_channels: int, norm: str, kernel_size: int = 3) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm == "none"),
         _norm(out_channels, norm),
         nn.ReLU(inplace=True),
     )
@@ -177,10 +198,11 @@ class AdaptiveScaleFusion(nn.Module):
             raise ValueError(f"num_scales must be >= 1, got {num_scales}")
         hidden = hidden or max(channels // 4, 16)
         self.num_scales = num_scales
-        self.mlp = nn.Sequential(
-            nn.Linear(num_scales * channels, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, num_scales),
+        # One scale: the weight is 1, nothing to learn (no parameters that would never get a gradient).
+        self.mlp = (
+            nn.Sequential(nn.Linear(num_scales * channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_scales))
+            if num_scales > 1
+            else None
         )
 
     def forward(self, maps: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +220,8 @@ class AdaptiveScaleFusion(nn.Module):
         """
         if len(maps) != self.num_scales:
             raise ValueError(f"expected {self.num_scales} scale maps, got {len(maps)}")
+        if self.mlp is None:
+            return maps[0], maps[0].new_ones(maps[0].shape[0], 1)
         stacked = torch.stack(list(maps), dim=1)  # (N, S, C, h, w)
         pooled = stacked.mean(dim=(3, 4)).flatten(1)  # (N, S * C)
         weights = self.mlp(pooled).softmax(dim=1)  # (N, S)
@@ -214,7 +238,7 @@ class MultiScaleCorrelation(nn.Module):
     """
 
     def __init__(
-        self, scales: Sequence[Sequence[int]] = DEFAULT_SCALES, motion_channels: int = 64, norm: str = "batch"
+        self, scales: Sequence[Sequence[int]] = DEFAULT_SCALES, motion_channels: int = 64, norm: str = "none"
     ) -> None:
         super().__init__()
         if len(scales) == 0:
@@ -224,14 +248,15 @@ class MultiScaleCorrelation(nn.Module):
             displacements(r, d)  # validates
         self.encoders = nn.ModuleList(
             nn.Sequential(
-                _conv_norm_relu(2 * (2 * r + 1) ** 2, motion_channels, norm),
+                _conv_norm_relu((2 * r + 1) ** 2 + (2 * r + 1) ** 2 // 2, motion_channels, norm),
                 _conv_norm_relu(motion_channels, motion_channels, norm),
             )
             for r, _ in self.scales
         )
         self.fusion = AdaptiveScaleFusion(motion_channels, len(self.scales))
+        self.descriptor_dim = sum((2 * r + 1) ** 2 // 2 for r, _ in self.scales)
 
-    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Motion from frame t to t+1.
 
         Args:
@@ -239,18 +264,20 @@ class MultiScaleCorrelation(nn.Module):
             f2: float ``(N, C, h, w)``, features of frame t+1.
 
         Returns:
-            ``(motion, weights)``: float ``(N, motion_channels, h, w)`` and the fusion weights float ``(N, S)``
-            (sum 1 per sample).
+            ``(motion, weights, descriptor)``: the fused motion map float ``(N, motion_channels, h, w)``; the fusion
+            weights float ``(N, S)`` (sum 1 per sample); the motion descriptor float ``(N, descriptor_dim)``, the
+            spatial mean of every scale's ``antisymmetric_part`` (0 for identical frames, odd in time), in [-2, 2].
         """
         f1 = F.normalize(f1, dim=1, eps=1e-6)  # (N, C, h, w), unit L2 norm per pixel
         f2 = F.normalize(f2, dim=1, eps=1e-6)
-        encoded = []
+        encoded, descriptors = [], []
         for encoder, (r, d) in zip(self.encoders, self.scales):
             cost = local_correlation(f1, f2, r, d)  # (N, K, h, w)
-            # Channel K-1-k holds displacement -d_k: the antisymmetric part is ~0 for static content, signed by motion.
-            cost = torch.cat([cost, cost - cost.flip(1)], dim=1)  # (N, 2K, h, w)
-            encoded.append(encoder(cost))  # (N, motion_channels, h, w)
-        return self.fusion(encoded)
+            odd = antisymmetric_part(cost)  # (N, K//2, h, w)
+            descriptors.append(odd.mean(dim=(2, 3)))  # (N, K//2)
+            encoded.append(encoder(torch.cat([cost, odd], dim=1)))  # (N, motion_channels, h, w)
+        fused, weights = self.fusion(encoded)
+        return fused, weights, torch.cat(descriptors, dim=1)  # (N, Cm, h, w), (N, S), (N, D)
 
 
 class MSCM(nn.Module):
@@ -306,7 +333,11 @@ class MSCM(nn.Module):
         self.motion_shortcut = motion_shortcut
         self.motion_channels = motion_channels
         appearance_features = self.backbone.num_features
-        self.num_features = appearance_features + (motion_channels if motion_shortcut else 0)
+        descriptor_dim = self.correlation.descriptor_dim
+        self.num_features = appearance_features + (descriptor_dim if motion_shortcut else 0)
+        # Scales the (small) motion descriptor to O(1) beside the appearance embedding. Its mean is 0 by
+        # construction for static content and balanced directions, so the running mean cannot drift far from it.
+        self.descriptor_norm = nn.BatchNorm1d(descriptor_dim) if motion_shortcut else None
         if temporal_pool == "conv":
             self.temporal = nn.Sequential(
                 nn.Conv1d(appearance_features, appearance_features, 3, padding=1, bias=False),
@@ -317,28 +348,39 @@ class MSCM(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def motion_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Motion maps of consecutive frame pairs, aligned to frame t+1 (frame 0 gets zeros).
+        """Motion of consecutive frame pairs, aligned to frame t+1 (frame 0 gets zeros).
 
         Args:
             feats: float ``(B, T, C_s, h, w)``, appearance features of the tapped stage.
 
         Returns:
-            ``(motion, pooled, weights)``: ``motion`` float ``(B, T, C_s, h, w)``, projected to the stage's
-            channels, zeros at t = 0 (all zeros when T == 1); ``pooled`` float ``(B, C_m)``, the fused motion map
-            averaged over space and the T - 1 pairs (zeros when T == 1), non-negative; ``weights`` the fusion
-            weights float ``(B, T - 1, S)``, summing to 1 over S.
+            ``(motion, descriptor, weights)``: ``motion`` float ``(B, T, C_s, h, w)``, the fused motion maps
+            projected to the stage's channels, zeros at t = 0 (all zeros when T == 1); ``descriptor`` float
+            ``(B, D)``, the pairs' motion descriptors, normalised (``descriptor_norm``) and averaged over the T - 1
+            pairs (zeros when T == 1 or ``motion_shortcut`` is off); ``weights`` the fusion weights float
+            ``(B, T - 1, S)``, summing to 1 over S.
         """
         B, T, Cs, h, w = feats.shape
-        S = len(self.correlation.scales)
+        S, D = len(self.correlation.scales), self.correlation.descriptor_dim
         if T < 2:
-            return torch.zeros_like(feats), feats.new_zeros(B, self.motion_channels), feats.new_zeros(B, 0, S)
+            return torch.zeros_like(feats), feats.new_zeros(B, D), feats.new_zeros(B, 0, S)
         f1 = feats[:, :-1].reshape(B * (T - 1), Cs, h, w)  # (B*(T-1), Cs, h, w), frames 0..T-2
         f2 = feats[:, 1:].reshape(B * (T - 1), Cs, h, w)  # (B*(T-1), Cs, h, w), frames 1..T-1
-        fused, weights = self.correlation(f1, f2)  # (B*(T-1), Cm, h, w), (B*(T-1), S)
-        pooled = fused.mean(dim=(2, 3)).reshape(B, T - 1, -1).mean(dim=1)  # (B, Cm)
+        fused, weights, descriptor = self.correlation(f1, f2)  # (B*(T-1), Cm, h, w), (B*(T-1), S), (B*(T-1), D)
         motion = self.motion_proj(fused).reshape(B, T - 1, Cs, h, w)  # (B, T-1, Cs, h, w)
         motion = torch.cat([motion.new_zeros(B, 1, Cs, h, w), motion], dim=1)  # (B, T, Cs, h, w)
-        return motion, pooled, weights.reshape(B, T - 1, S)
+        if self.descriptor_norm is None:
+            descriptor = descriptor.new_zeros(B, D)
+        else:
+            norm = self.descriptor_norm
+            # A single pair in a training batch has no batch statistics: use the running ones (OURS).
+            use_batch_stats = norm.training and descriptor.shape[0] > 1
+            descriptor = F.batch_norm(
+                descriptor, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                training=use_batch_stats, momentum=norm.momentum, eps=norm.eps,
+            )  # (B*(T-1), D)
+            descriptor = descriptor.reshape(B, T - 1, D).mean(dim=1)  # (B, D)
+        return motion, descriptor, weights.reshape(B, T - 1, S)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip embedding.
@@ -358,14 +400,14 @@ class MSCM(nn.Module):
         frames = x.reshape(B * T, C, H, W)  # (B*T, C, H, W)
         feats = self.backbone.forward_stages(frames, 0, self.corr_stage)  # (B*T, Cs, h, w)
         _, Cs, h, w = feats.shape
-        motion, pooled, _ = self.motion_features(feats.reshape(B, T, Cs, h, w))  # (B, T, Cs, h, w), (B, Cm)
+        motion, descriptor, _ = self.motion_features(feats.reshape(B, T, Cs, h, w))  # (B, T, Cs, h, w), (B, D)
         feats = feats + motion.reshape(B * T, Cs, h, w)  # (B*T, Cs, h, w)
         feats = self.backbone.forward_stages(feats, self.corr_stage + 1, 4)  # (B*T, 512, h', w')
         emb = feats.mean(dim=(2, 3)).reshape(B, T, -1)  # (B, T, 512)
         if self.temporal_pool == "conv":
             emb = emb + self.temporal(emb.transpose(1, 2)).transpose(1, 2)  # (B, T, 512), conv over T
         emb = emb.mean(dim=1)  # (B, 512)
-        return torch.cat([emb, pooled], dim=1) if self.motion_shortcut else emb  # (B, num_features)
+        return torch.cat([emb, descriptor], dim=1) if self.motion_shortcut else emb  # (B, num_features)
 
     def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``(B, num_features)`` -> logits ``(B, num_classes)`` (after dropout), or the dropped-out features."""
