@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
@@ -88,6 +89,20 @@ class ClipTransform:
         self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
+class _ClipHorizontalFlip(A.HorizontalFlip):
+    """``albumentations.HorizontalFlip`` whose clip (``images``) flip is one ``cv2.flip`` call (ours, for speed).
+
+    albumentations 2.0.8 flips ``images`` as ``images[:, :, ::-1]`` made contiguous by numpy, a strided copy
+    that took about 1.4 ms for a ``(16, 112, 112, 3)`` clip on the development machine; ``cv2.flip`` of the same
+    pixels viewed as one ``(T * H, W, C)`` image takes about 0.04 ms. Same output, same random draw.
+    """
+
+    def apply_to_images(self, images: np.ndarray, **params) -> np.ndarray:
+        """uint8 ``(T, H, W, C)`` (or ``(T, H, W)``) -> the same clip mirrored left-right, C-contiguous."""
+        flat = np.ascontiguousarray(images).reshape(images.shape[0] * images.shape[1], *images.shape[2:])
+        return cv2.flip(flat, 1).reshape(images.shape)  # (T*H, W, C) mirrored along W, back to (T, H, W, C)
+
+
 def build_clip_transform(
     train: bool,
     size: int = 112,
@@ -103,7 +118,8 @@ def build_clip_transform(
 
     Train (standard video recognition augmentation; the defaults are ours):
         ``[SmallestMaxSize(resize)]`` -> ``RandomResizedCrop(size, crop_scale, crop_ratio)`` ->
-        ``HorizontalFlip(hflip)`` -> ``[ColorJitter(color_jitter)]`` -> ``[Affine(rotate=+-rotate_limit)]``.
+        ``HorizontalFlip(hflip)`` (as ``_ClipHorizontalFlip``) -> ``[ColorJitter(color_jitter)]`` ->
+        ``[Affine(rotate=+-rotate_limit)]``.
     Eval (deterministic):
         ``SmallestMaxSize(resize or size)`` -> ``CenterCrop(size)``. With ``resize=None`` the shorter side goes
         to ``size`` exactly, so a square face crop (DFEW/FERV39k/MAFW ``224x224``) is resized whole, never
@@ -149,7 +165,7 @@ def build_clip_transform(
             ops.append(A.SmallestMaxSize(max_size=resize))
         ops.append(A.RandomResizedCrop(size=(size, size), scale=tuple(crop_scale), ratio=tuple(crop_ratio)))
         if hflip > 0:
-            ops.append(A.HorizontalFlip(p=hflip))
+            ops.append(_ClipHorizontalFlip(p=hflip))
         if color_jitter > 0:
             s = float(color_jitter)
             ops.append(A.ColorJitter(brightness=s, contrast=s, saturation=s, hue=0.0, p=1.0))

@@ -12,7 +12,13 @@ import torchvision
 from fertrain.models import MSCM, R3D18, FrameMeanResNet18
 from fertrain.models.backbones import ResNet18Trunk, load_pretrained
 from fertrain.models.complexity import count_parameters, gflops_per_clip
-from fertrain.models.mscm import AdaptiveScaleFusion, displacements, local_correlation
+from fertrain.models.mscm import (
+    AdaptiveScaleFusion,
+    MultiScaleCorrelation,
+    antisymmetric_part,
+    displacements,
+    local_correlation,
+)
 
 NUM_CLASSES = 5
 
@@ -133,16 +139,37 @@ def test_mscm_motion_weights_and_single_frame() -> None:
     model = MSCM(num_classes=NUM_CLASSES).eval()
     with torch.no_grad():
         feats = model.backbone.forward_stages(_clip(frames=4).flatten(0, 1), 0, model.corr_stage)  # (B*T, Cs, h, w)
-        motion, pooled, weights = model.motion_features(feats.unflatten(0, (2, 4)))
+        motion, descriptor, weights = model.motion_features(feats.unflatten(0, (2, 4)))
+        assert descriptor.shape == (2, model.correlation.descriptor_dim)
         assert weights.shape == (2, 3, len(model.correlation.scales))
         torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3))
         assert (motion[:, 0] == 0).all() and motion[:, 1:].abs().sum() > 0  # frame 0 has no predecessor
-        motion1, pooled1, weights1 = model.motion_features(feats.unflatten(0, (8, 1)))
-        assert (motion1 == 0).all() and (pooled1 == 0).all() and weights1.shape[1] == 0  # T == 1: no motion
+        motion1, descriptor1, weights1 = model.motion_features(feats.unflatten(0, (8, 1)))
+        assert (motion1 == 0).all() and (descriptor1 == 0).all() and weights1.shape[1] == 0  # T == 1: no motion
+
+
+def test_motion_descriptor_is_zero_when_static_and_odd_in_time() -> None:
+    torch.manual_seed(0)
+    corr = MultiScaleCorrelation(scales=((1, 1), (2, 2)), motion_channels=8).eval()
+    f1 = torch.randn(3, 16, 10, 12).relu()  # (N, C, h, w)
+    f2 = torch.roll(f1, shifts=(1, 0), dims=(2, 3)) + 0.1 * torch.randn(3, 16, 10, 12).relu()  # moved down 1 px
+    with torch.no_grad():
+        _, _, static = corr(f1, f1)
+        _, _, forward = corr(f1, f2)
+        _, _, backward = corr(f2, f1)
+    assert static.shape == (3, 4 + 12)
+    torch.testing.assert_close(static, torch.zeros_like(static), atol=1e-6, rtol=0)
+    torch.testing.assert_close(backward, -forward, atol=1e-6, rtol=0)
+    # Downward motion: the cost at (dy, dx) = (1, 0) exceeds the one at (-1, 0); antisymmetric channel of (-1, 0)
+    # is cost(-1, 0) - cost(1, 0) < 0 (channel 1 of the first scale: displacement (-1, 0)).
+    assert displacements(1, 1)[1] == (-1, 0)
+    assert (forward[:, 1] < 0).all()
+    cost = torch.arange(9.0).reshape(1, 9, 1, 1)
+    torch.testing.assert_close(antisymmetric_part(cost).flatten(), torch.tensor([-8.0, -6.0, -4.0, -2.0]))
 
 
 def test_frame_mean_is_permutation_invariant_and_mscm_is_not() -> None:
-    x = _clip(frames=6)
+    x = _clip(frames=5, size=48)
     reversed_x = x.flip(dims=(1,))
     torch.manual_seed(0)
     baseline = FrameMeanResNet18(num_classes=NUM_CLASSES).eval()
@@ -150,7 +177,7 @@ def test_frame_mean_is_permutation_invariant_and_mscm_is_not() -> None:
     mscm = MSCM(num_classes=NUM_CLASSES).eval()
     with torch.no_grad():
         torch.testing.assert_close(baseline(reversed_x), baseline(x), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(baseline(x[:, torch.randperm(6)]), baseline(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(baseline(x[:, torch.tensor([3, 0, 4, 2, 1])]), baseline(x), atol=1e-5, rtol=1e-5)
         diff = (mscm(reversed_x) - mscm(x)).abs().max()
     assert diff > 1e-4, f"MSCM logits should depend on frame order; max change {diff:.2e}"
 

@@ -1,0 +1,166 @@
+"""Smoke tests of the benchmark scripts, and of the fast decode/flip paths the data benchmark relies on.
+
+The scripts run as a user runs them (a subprocess from the repository root) in their smallest configuration
+(``--smoke``); the tests check the printed Markdown tables have the expected columns and rows, not the speeds
+(the machine is shared: speeds are what the scripts are for).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import PIL.Image
+import pytest
+
+from fertrain.data.readers import _decode_image, list_frame_files, read_frames
+from fertrain.data.transforms import _ClipHorizontalFlip
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str, timeout: float = 120) -> str:
+    """Run ``scripts/<name>`` with the test interpreter from the repo root; return its stdout (fail on rc != 0)."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table in ``text`` as a list of rows of cells (header first, separator row dropped)."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-:") for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def as_float(cell: str) -> float:
+    """A numeric table cell as float (fails the test with the cell if it is not a number)."""
+    try:
+        return float(cell)
+    except ValueError:
+        pytest.fail(f"expected a number in the table cell, found {cell!r}")
+
+
+# --------------------------------------------------------------------------------------------- bench_data.py
+@pytest.mark.slow
+def test_bench_data_smoke_table(tmp_path: Path) -> None:
+    out = run_script("bench_data.py", "--smoke", "--cache-dir", str(tmp_path))
+    tables = markdown_tables(out)
+    assert len(tables) == 1, f"bench_data prints one table, found {len(tables)}:\n{out}"
+    header, *rows = tables[0]
+    assert header == ["source", "workers", "loader", "clips/s", "x limit", "x naive", "CPU ms/clip", "x limit (CPU)",
+                      "x naive (CPU)", "peak RSS main / worker (MiB)", "RSS e1->e2 (MiB)", "speed target",
+                      "RSS target"]
+    got = {(r[0].split()[0], r[1], r[2]) for r in rows}
+    expected = {("frames", w, loader) for w in "01" for loader in ("limit", "fertrain", "naive")}
+    expected |= {("video", w, loader) for w in "01" for loader in ("limit", "fertrain")}
+    assert got == expected and len(rows) == len(expected)
+    for r in rows:
+        assert as_float(r[3]) > 0 and as_float(r[6]) > 0, f"clips/s and CPU ms/clip must be positive: {r}"
+        if r[2] == "fertrain":
+            assert as_float(r[4]) > 0 and as_float(r[7]) > 0 and r[11].startswith(">= "), r
+            if r[0].startswith("frames"):
+                assert as_float(r[5]) > 0 and as_float(r[8]) > 0, f"frame folders compare with the naive loader: {r}"
+                assert r[11].startswith(">= 2x naive"), r
+            else:
+                assert r[11].startswith(">= 0.85x limit"), r
+    assert "before: load average" in out and "after: load average" in out
+    assert (tmp_path / "v2_frames_224x224_n8_seed0_q90" / "complete.json").is_file(), "data must go to --cache-dir"
+
+
+# -------------------------------------------------------------------------------------------- bench_train.py
+def test_bench_train_smoke_tables() -> None:
+    out = run_script("bench_train.py", "--smoke", "--device", "cpu")
+    models, scaling = markdown_tables(out)
+    assert models[0] == ["device", "model", "batch", "input T x H x W", "ms/step", "clips/s", "x backbone",
+                         "peak mem (MiB)", "params (M)", "GFLOPs/clip", "steps"]
+    assert [r[1] for r in models[1:]] == ["MSCM", "FrameMeanResNet18"]
+    mscm, backbone = models[1:]
+    assert as_float(mscm[6]) > 0 and backbone[6] == "—"
+    assert as_float(mscm[8]) > as_float(backbone[8]), "MSCM adds the correlation branch to the same trunk"
+    assert scaling[0][:4] == ["model", "batch", "T (frames)", "size (px)"]
+    assert {(r[0], r[2]) for r in scaling[1:]} == {("MSCM", "4"), ("MSCM", "8"), ("FrameMeanResNet18", "4"),
+                                                   ("FrameMeanResNet18", "8")}
+    assert "GPU:" in out
+
+
+# ------------------------------------------------------------------- fast paths of readers.py / transforms.py
+# (proposed home: tests/data/test_readers.py and tests/data/test_transforms.py)
+def _face_like(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour gradients plus mild noise: uint8 ``(h, w, 3)``, compresses like a natural image."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    noise = np.random.default_rng(seed).normal(0, 6, (h, w, 3))
+    img = np.stack([xx / w * 200 + 30, yy / h * 180 + 40, (xx + yy) / (h + w) * 150 + 60], axis=-1) + noise
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _pil_reference(file: Path, reduce_to: int | None) -> np.ndarray:
+    """What PIL alone decodes (the reader's behaviour before the OpenCV fast path)."""
+    with PIL.Image.open(file) as im:
+        if reduce_to is not None:
+            im.draft("RGB", (reduce_to, reduce_to))
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.parametrize("reduce_to", [None, 112, 56, 28, 20, 300])
+def test_fast_jpeg_decode_equals_pil(tmp_path: Path, reduce_to: int | None) -> None:
+    file = tmp_path / "frame.jpg"
+    PIL.Image.fromarray(_face_like(224, 200)).save(file, quality=90)  # not square: 200 x 224
+    got = _decode_image(file, reduce_to)
+    ref = _pil_reference(file, reduce_to)
+    assert got.dtype == np.uint8 and got.flags.c_contiguous
+    assert got.shape == ref.shape and np.array_equal(got, ref), "the OpenCV path must give PIL's pixels"
+
+
+def test_fast_jpeg_decode_ignores_exif_orientation_like_pil(tmp_path: Path) -> None:
+    file = tmp_path / "rotated.jpg"
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display; OpenCV would apply it by default
+    PIL.Image.fromarray(_face_like(64, 96)).save(file, quality=95, exif=exif)
+    got = _decode_image(file, None)
+    assert got.shape == (64, 96, 3) and np.array_equal(got, _pil_reference(file, None))
+
+
+@pytest.mark.parametrize("kind", ["gray_jpeg", "trailing_bytes", "png"])
+def test_other_images_still_decode_like_pil(tmp_path: Path, kind: str) -> None:
+    img = _face_like(48, 64)
+    file = tmp_path / ("frame.png" if kind == "png" else "frame.jpg")
+    if kind == "gray_jpeg":
+        PIL.Image.fromarray(img[..., 0]).save(file, quality=90)
+    else:
+        PIL.Image.fromarray(img).save(file, quality=90)
+    if kind == "trailing_bytes":
+        file.write_bytes(file.read_bytes() + b"\0" * 16)  # valid JPEG followed by padding: PIL's path
+    got = _decode_image(file, 24)
+    assert got.shape[-1] == 3 and np.array_equal(got, _pil_reference(file, 24))
+
+
+def test_digit_names_sort_numerically_and_folder_reads_in_order(tmp_path: Path) -> None:
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in (1, 2, 10, 11, 3):
+        PIL.Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(folder / f"{i}.jpg", quality=100)
+    (folder / "0007.JPG").write_bytes((folder / "1.jpg").read_bytes())  # upper-case suffix, zero padding
+    assert [p.name for p in list_frame_files(folder)] == ["1.jpg", "2.jpg", "3.jpg", "0007.JPG", "10.jpg", "11.jpg"]
+    frames = read_frames(folder, np.array([5, 0, 4, 4]))
+    assert [int(round(f.mean() / 10)) for f in frames] == [11, 1, 10, 10]
+
+
+def test_clip_flip_matches_albumentations() -> None:
+    clip = np.random.default_rng(0).integers(0, 256, (5, 12, 17, 3), dtype=np.uint8)
+    ours = _ClipHorizontalFlip(p=1.0).apply_to_images(clip)
+    theirs = A.HorizontalFlip(p=1.0).apply_to_images(clip)
+    assert np.array_equal(ours, theirs) and np.array_equal(ours, clip[:, :, ::-1]) and ours.flags.c_contiguous
+    gray = clip[..., 0]
+    assert np.array_equal(_ClipHorizontalFlip(p=1.0).apply_to_images(gray), gray[:, :, ::-1])
