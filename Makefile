@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.fertrain-installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install demo test test-fast model-card bench-data bench-train clean
 
@@ -31,6 +32,13 @@ test-fast: install
 
 model-card: install
 	$(PY) scripts/model_card.py
+
+## make bench-data / bench-train: throughput benchmarks (Markdown tables; see scripts/bench_*.py --help)
+bench-data: install
+	$(PY) scripts/bench_data.py $(BENCH_ARGS)
+
+bench-train: install
+	$(PY) scripts/bench_train.py $(BENCH_ARGS)
 
 clean:
 	rm -rf logs outputs multirun .cache .pytest_cache

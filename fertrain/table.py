@@ -19,9 +19,15 @@ standard deviation (``n - 1``) over folds; the published UAR/WAR sit in the "bes
 practice of reporting the best epoch (on DFEW, fertrain selects it on the test fold unless
 ``val_from_train > 0``, which the table states per group).
 
-Adding a protocol: a :class:`RecognitionProtocol` entry in :data:`PROTOCOLS` (dataset name and folds). A
-spotting protocol (pooled F1 over LOSO subjects from summed TP/FP/FN) subclasses :class:`Protocol` with its own
-``columns`` and ``aggregate``; collection, grouping, missing-fold reporting and rendering are shared.
+Spotting (``--protocol casme2`` / ``sammlv``, :class:`SpottingProtocol`): runs whose ``summary.json`` has
+``task: spotting`` and ``test`` = the :class:`~fertrain.metrics.spotting.SpottingF1` ``compute()`` dict. A fold is a
+LOSO subject (``data.subject``; any subject set is accepted, the table lists how many were found). A run may hold
+all its folds in ``summary["folds"]`` ({subject: compute() dict}); they become one row each. The group's
+**pooled** row sums TP/FP/FN over the folds and computes precision/recall/F1 from the sums (MEGC practice: counts
+pooled, not F1 averaged); F1 in percent, counts as integers.
+
+Adding a protocol: a :class:`RecognitionProtocol` or :class:`SpottingProtocol` entry in :data:`PROTOCOLS`;
+collection, grouping, missing-fold reporting and rendering are shared.
 """
 
 from __future__ import annotations
@@ -48,10 +54,13 @@ class TableError(RuntimeError):
 # ----------------------------------------------------------------------------------------------- protocols
 @dataclass(frozen=True)
 class Column:
-    """One numeric column: ``key`` is a dotted path into ``summary.json`` (fractions 0..1, shown in %)."""
+    """One numeric column: ``key`` is a dotted path into ``summary.json``; the stored value times ``scale`` is
+    shown with ``digits`` decimals (default: fractions 0..1 shown in % with 2 decimals; counts: scale 1, 0)."""
 
     key: str
     header: str
+    scale: float = 100.0
+    digits: int = 2
 
 
 @dataclass(frozen=True)
@@ -73,21 +82,61 @@ class Protocol:
         folds: the folds a complete result needs (``data.fold`` values).
         title: heading of the table.
         published: published-result field (in the paper YAML) -> column key it is shown under.
+        fold_key: dotted config key that holds the fold.
     """
 
     name: str
     dataset: str
-    folds: tuple[int, ...]
+    folds: tuple[Any, ...]
     title: str
     published: dict[str, str] = field(default_factory=dict)
+    fold_key: str = "data.fold"
 
     @property
     def columns(self) -> tuple[Column, ...]:
         raise NotImplementedError
 
-    def aggregate(self, values: dict[str, list[float]], label: str) -> Aggregate:
-        """Summarise per-column fold values (percent) into one row."""
+    @property
+    def legend(self) -> str:
+        """The sentence under the heading that says what the numbers are."""
         raise NotImplementedError
+
+    def aggregate(self, values: dict[str, list[float]], label: str) -> Aggregate:
+        """Summarise per-column fold values (scaled) into one row."""
+        raise NotImplementedError
+
+    def aggregate_seeds(self, values: dict[str, list[float]], label: str) -> Aggregate:
+        """Summarise the per-seed aggregates of one experiment (default: like folds)."""
+        return self.aggregate(values, label)
+
+    def group_label(self, n: str) -> str:
+        return f"mean ± std ({n} folds)"
+
+    def fold_of(self, config: dict[str, Any], cfg_path: Path) -> Any:
+        """The fold of a run from its resolved config.
+
+        Raises:
+            TableError: not an integer fold of the protocol.
+        """
+        fold = _lookup(config, self.fold_key)
+        if not isinstance(fold, int):
+            raise TableError(f"{cfg_path}: expected integer {self.fold_key} and seed, got {self.fold_key}={fold!r}, "
+                             f"seed={config.get('seed')!r}")
+        if fold not in self.folds:
+            raise TableError(f"{cfg_path}: {self.fold_key}={fold} is not a fold of protocol {self.name!r} "
+                             f"(folds {list(self.folds)})")
+        return fold
+
+    def split_summary(self, fold: Any, summary: dict[str, Any], path: Path) -> list[tuple[Any, dict[str, Any]]]:
+        """``(fold, summary)`` pairs a run contributes (default: itself)."""
+        return [(fold, summary)]
+
+    def selection(self, config: dict[str, Any], summary: dict[str, Any]) -> str:
+        """Where the reported checkpoint was chosen (shown in the notes)."""
+        return _selection(config)
+
+    def selection_note(self, selections: list[str]) -> str:
+        return f"best epoch selected on {' / '.join(selections)}"
 
 
 @dataclass(frozen=True)
@@ -101,16 +150,112 @@ class RecognitionProtocol(Protocol):
         return (Column("test_best.uar", "UAR best"), Column("test_best.war", "WAR best"),
                 Column("test_last.uar", "UAR last"), Column("test_last.war", "WAR last"))
 
+    @property
+    def legend(self) -> str:
+        return ("Percent. UAR = mean per-class recall, WAR = overall accuracy, on each fold's test set; **best** = "
+                "checkpoint with the best val UAR, **last** = last epoch. Mean ± sample std (n − 1) over folds. "
+                "Published numbers are shown in the best columns as printed by their source.")
+
     def aggregate(self, values: dict[str, list[float]], label: str) -> Aggregate:
-        means = {k: statistics.fmean(v) if v else None for k, v in values.items()}
-        stds = {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}
-        return Aggregate(label, means, stds)
+        return _mean_std(values, label)
+
+
+def _mean_std(values: dict[str, list[float]], label: str) -> Aggregate:
+    means = {k: statistics.fmean(v) if v else None for k, v in values.items()}
+    stds = {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}
+    return Aggregate(label, means, stds)
+
+
+SPOTTING_KINDS = ("macro", "micro", "overall")
+
+
+@dataclass(frozen=True)
+class SpottingProtocol(Protocol):
+    """MEGC spotting over LOSO subjects: per kind F1 (percent) and TP/FP/FN of each fold's test subject; the
+    group row pools the counts over folds (sum TP, FP, FN, then P/R/F1; zero denominators give 0)."""
+
+    published: dict[str, str] = field(default_factory=lambda: {
+        f"f1_{k}": f"test.{k}/f1" for k in SPOTTING_KINDS})
+    fold_key: str = "data.subject"
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        cols: list[Column] = []
+        for kind in SPOTTING_KINDS:
+            cols.append(Column(f"test.{kind}/f1", f"{kind} F1"))
+            cols += [Column(f"test.{kind}/{c}", c.upper(), scale=1.0, digits=0) for c in ("tp", "fp", "fn")]
+        return tuple(cols)
+
+    @property
+    def legend(self) -> str:
+        return ("MEGC F1 in percent (IoU ≥ 0.5, frames inclusive) with its TP/FP/FN counts, per LOSO test subject. "
+                "**pooled** = TP, FP and FN summed over the subjects, then precision, recall and F1 from the sums "
+                "(not an average of F1). Published F1 as printed by their source.")
+
+    def group_label(self, n: str) -> str:
+        return f"pooled ({n} folds)"
+
+    def aggregate(self, values: dict[str, list[float]], label: str) -> Aggregate:
+        out: dict[str, float | None] = {}
+        for kind in SPOTTING_KINDS:
+            counts = [values.get(f"test.{kind}/{c}", []) for c in ("tp", "fp", "fn")]
+            if not all(counts) or len({len(c) for c in counts}) != 1:
+                out.update({f"test.{kind}/{c}": None for c in ("f1", "tp", "fp", "fn")})
+                continue
+            tp, fp, fn = (int(round(sum(c))) for c in counts)
+            out.update({f"test.{kind}/tp": float(tp), f"test.{kind}/fp": float(fp), f"test.{kind}/fn": float(fn),
+                        # = 2PR / (P + R) of fertrain.metrics.spotting.prf (0 when TP = 0); no torch import here
+                        f"test.{kind}/f1": 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0})
+        return Aggregate(label, out, {k: None for k in out})
+
+    def aggregate_seeds(self, values: dict[str, list[float]], label: str) -> Aggregate:
+        """Over seeds: mean ± sample std of the per-seed pooled F1 and counts."""
+        return _mean_std(values, label)
+
+    def fold_of(self, config: dict[str, Any], cfg_path: Path) -> Any:
+        fold = _lookup(config, self.fold_key)
+        if fold is not None and not isinstance(fold, (str, int)):
+            raise TableError(f"{cfg_path}: {self.fold_key}={fold!r}; expected a subject id or null")
+        return None if fold is None else str(fold)
+
+    def split_summary(self, fold: Any, summary: dict[str, Any], path: Path) -> list[tuple[Any, dict[str, Any]]]:
+        """A run with ``summary["folds"]`` gives one fold per subject; otherwise its ``test`` is one fold
+        (``data.subject``, or ``all`` for a run without subject and folds).
+
+        Raises:
+            TableError: the summary is not a spotting summary, or its ``test``/``folds`` are malformed.
+        """
+        if summary.get("task") != "spotting":
+            raise TableError(f"{path}: summary['task'] is {summary.get('task')!r}; the {self.name!r} table expects "
+                             f"spotting runs (task: spotting)")
+        folds = summary.get("folds")
+        if folds and fold is None:
+            if not isinstance(folds, dict) or not all(isinstance(v, dict) for v in folds.values()):
+                raise TableError(f"{path}: summary['folds'] must map subject -> compute() dict")
+            return [(str(s), {"task": "spotting", "test": d}) for s, d in folds.items()]
+        if not isinstance(summary.get("test"), dict):
+            raise TableError(f"{path}: spotting summary without a 'test' dict (SpottingF1.compute() output)")
+        return [("all" if fold is None else fold, summary)]
+
+    def selection(self, config: dict[str, Any], summary: dict[str, Any]) -> str:
+        return str(summary.get("test_source") or "not stated in summary.json")
+
+    def selection_note(self, selections: list[str]) -> str:
+        return f"tested checkpoint: {' / '.join(selections)}"
 
 
 PROTOCOLS: dict[str, Protocol] = {
     "dfew": RecognitionProtocol(
         name="dfew", dataset="dfew", folds=(1, 2, 3, 4, 5),
         title="DFEW, 5-fold cross-validation (official single-labeled splits; Jiang et al., ACM MM 2020)",
+    ),
+    "casme2": SpottingProtocol(
+        name="casme2", dataset="casme2", folds=(),
+        title="CAS(ME)^2 long videos, macro/micro spotting, leave-one-subject-out (MEGC F1, IoU ≥ 0.5)",
+    ),
+    "sammlv": SpottingProtocol(
+        name="sammlv", dataset="sammlv", folds=(),
+        title="SAMM Long Videos, macro/micro spotting, leave-one-subject-out (MEGC F1, IoU ≥ 0.5)",
     ),
 }
 
@@ -123,7 +268,7 @@ class Run:
     run_dir: Path
     experiment: str
     seed: int
-    fold: int
+    fold: Any  # int (recognition folds) or str (LOSO subject)
     summary: dict[str, Any]
     selection: str  # where the best epoch was chosen, e.g. "test fold"
 
@@ -172,13 +317,11 @@ def collect_runs(root: str | Path, protocol: Protocol) -> Collection:
             raise TableError(f"{cfg_path}: cannot read the run config ({e})") from e
         if not isinstance(config, dict) or _lookup(config, "data.name") != protocol.dataset:
             continue
-        fold, seed = _lookup(config, "data.fold"), config.get("seed")
-        if not isinstance(fold, int) or not isinstance(seed, int):
-            raise TableError(f"{cfg_path}: expected integer data.fold and seed, got data.fold={fold!r}, "
-                             f"seed={seed!r}")
-        if fold not in protocol.folds:
-            raise TableError(f"{cfg_path}: data.fold={fold} is not a fold of protocol {protocol.name!r} "
-                             f"(folds {list(protocol.folds)})")
+        seed = config.get("seed")
+        fold = protocol.fold_of(config, cfg_path)
+        if not isinstance(seed, int):
+            raise TableError(f"{cfg_path}: expected integer {protocol.fold_key} and seed, got "
+                             f"{protocol.fold_key}={fold!r}, seed={seed!r}")
         summary_path = run_dir / "summary.json"
         if not summary_path.is_file():
             incomplete.append(run_dir)
@@ -188,12 +331,13 @@ def collect_runs(root: str | Path, protocol: Protocol) -> Collection:
         except (OSError, json.JSONDecodeError) as e:
             raise TableError(f"{summary_path}: cannot read the run summary ({e})") from e
         experiment = str(config.get("experiment_name") or summary.get("experiment") or run_dir.name)
-        key = (experiment, seed, fold)
-        if key in seen:
-            raise TableError(f"two runs of experiment {experiment!r}, seed {seed}, fold {fold}: {seen[key]} and "
-                             f"{run_dir}; pass a RUN_ROOT that holds only one of them")
-        seen[key] = run_dir
-        runs.append(Run(run_dir, experiment, seed, fold, summary, _selection(config)))
+        for fold_i, summary_i in protocol.split_summary(fold, summary, summary_path):
+            key = (experiment, seed, fold_i)
+            if key in seen:
+                raise TableError(f"two runs of experiment {experiment!r}, seed {seed}, fold {fold_i}: {seen[key]} "
+                                 f"and {run_dir}; pass a RUN_ROOT that holds only one of them")
+            seen[key] = run_dir
+            runs.append(Run(run_dir, experiment, seed, fold_i, summary_i, protocol.selection(config, summary)))
     return Collection(root, runs, incomplete)
 
 
@@ -254,14 +398,15 @@ def load_papers(paths: Sequence[str | Path] | None, protocol: Protocol) -> list[
                              f"table, page")
         values: dict[str, float] = {}
         for name in protocol.published:
-            if name in entry:
+            if entry.get(name) is not None:  # null = not published / not found (the source note says which)
                 value = entry[name]
                 if not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
                     raise TableError(f"{path}: results.{protocol.name}.{name}={value!r}; expected a percentage "
                                      f"in [0, 100]")
                 values[name] = float(value)
-        if not values:
-            raise TableError(f"{path}: results.{protocol.name} has none of {list(protocol.published)}")
+        if not values and not src.get("note"):
+            raise TableError(f"{path}: results.{protocol.name} has none of {list(protocol.published)} (all null "
+                             f"needs source.note saying why)")
         out.append(Published(str(doc["method"]), values, str(entry.get("setting", "")), str(doc["citation"]),
                              _format_source(src), path))
     return out
@@ -304,29 +449,29 @@ def build_table(collection: Collection, protocol: Protocol, papers: Sequence[Pub
         groups.setdefault((run.experiment, run.seed), []).append(run)
     seed_means: dict[str, dict[int, dict[str, float | None]]] = {}  # experiment -> complete seed -> means
     for (experiment, seed), runs in sorted(groups.items()):
-        runs.sort(key=lambda r: r.fold)
+        runs.sort(key=lambda r: (0, r.fold, "") if isinstance(r.fold, int) else (1, 0, str(r.fold)))
         per_column: dict[str, list[float]] = {c.key: [] for c in protocol.columns}
         for run in runs:
             values: dict[str, float | None] = {}
             for col in protocol.columns:
                 v = _lookup(run.summary, col.key)
-                values[col.key] = None if v is None else 100.0 * float(v)
+                values[col.key] = None if v is None else col.scale * float(v)
                 if v is not None:
-                    per_column[col.key].append(100.0 * float(v))
+                    per_column[col.key].append(col.scale * float(v))
             rel = run.run_dir.relative_to(collection.root) if run.run_dir != collection.root else Path(".")
             rows.append(Row("fold", experiment, seed, str(run.fold), values, run=str(rel)))
         present = [r.fold for r in runs]
         missing = [f for f in protocol.folds if f not in present]
-        n = f"{len(present)}/{len(protocol.folds)}"
+        n = f"{len(present)}/{len(protocol.folds)}" if protocol.folds else str(len(present))
         if missing:
             notes.append(f"{experiment}, seed {seed}: missing folds {', '.join(map(str, missing))} "
                          + ("(mean over the present folds only)" if allow_incomplete
                             else "(no mean; --allow-incomplete averages the present folds)"))
         if missing and not allow_incomplete:
-            agg = Aggregate(f"mean ± std ({n} folds)", {c.key: None for c in protocol.columns},
+            agg = Aggregate(protocol.group_label(n), {c.key: None for c in protocol.columns},
                             {c.key: None for c in protocol.columns})
         else:
-            agg = protocol.aggregate(per_column, f"mean ± std ({n} folds)")
+            agg = protocol.aggregate(per_column, protocol.group_label(n))
             for col in protocol.columns:
                 if len(per_column[col.key]) != len(present):
                     agg.values[col.key] = agg.spreads[col.key] = None
@@ -335,13 +480,13 @@ def build_table(collection: Collection, protocol: Protocol, papers: Sequence[Pub
         if not missing:
             seed_means.setdefault(experiment, {})[seed] = agg.values
         selections = sorted({r.selection for r in runs})
-        notes.append(f"{experiment}, seed {seed}: best epoch selected on {' / '.join(selections)}")
+        notes.append(f"{experiment}, seed {seed}: {protocol.selection_note(selections)}")
         last_seed = max(s for e, s in groups if e == experiment) == seed
         if last_seed and len(seed_means.get(experiment, {})) > 1:
             means = seed_means[experiment]
             per_seed = {c.key: [m[c.key] for m in means.values() if m[c.key] is not None] for c in protocol.columns}
             label = f"mean ± std over seeds {', '.join(map(str, sorted(means)))}"
-            over = protocol.aggregate(per_seed, label)
+            over = protocol.aggregate_seeds(per_seed, label)
             for col in protocol.columns:
                 if len(per_seed[col.key]) != len(means):
                     over.values[col.key] = over.spreads[col.key] = None
@@ -368,16 +513,13 @@ def _pct(value: float | None, spread: float | None = None, digits: int = 2) -> s
 def render_markdown(table: Table) -> str:
     """The table as GitHub Markdown: heading, legend, table, notes and references."""
     cols = table.protocol.columns
-    lines = [f"## {table.protocol.title}", "",
-             "Percent. UAR = mean per-class recall, WAR = overall accuracy, on each fold's test set; **best** = "
-             "checkpoint with the best val UAR, **last** = last epoch. Mean ± sample std (n − 1) over folds. "
-             "Published numbers are shown in the best columns as printed by their source.", "",
+    lines = [f"## {table.protocol.title}", "", table.protocol.legend, "",
              "| method | seed | fold | " + " | ".join(c.header for c in cols) + " | run |",
              "| --- | --- | --- | " + " | ".join("---:" for _ in cols) + " | --- |"]
     for row in table.rows:
-        cells = [_pct(row.values.get(c.key), row.spreads.get(c.key)) for c in cols]
+        cells = [_pct(row.values.get(c.key), row.spreads.get(c.key), c.digits) for c in cols]
         if row.kind == "published":
-            cells = ["—" if row.values.get(c.key) is None else _pct(row.values[c.key]) for c in cols]
+            cells = ["—" if row.values.get(c.key) is None else _pct(row.values[c.key], None, c.digits) for c in cols]
         method = f"**{row.method}**" if row.kind in ("mean", "seeds") else row.method
         fold = f"**{row.fold}**" if row.kind in ("mean", "seeds") else row.fold
         seed = "" if row.seed is None else str(row.seed)

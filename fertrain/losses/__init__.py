@@ -1,1 +1,1 @@
-"""Losses (the center cosine loss of DMFE, the smooth loss of FESNet) live here."""
+"""Losses (the center cosine loss of DMFE, the smooth loss of FESNet, the FERPlus soft-target losses) live here."""

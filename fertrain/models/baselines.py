@@ -4,6 +4,8 @@
   only and order-free by construction: permuting the frames of a clip leaves its logits unchanged. A model that
   beats it on a motion-defined task uses the temporal order. Backbone: torchvision ResNet-18 (He et al., CVPR
   2016); the frame-averaging design is OURS (the common appearance-only reference).
+- ``ResNet18Image``: torchvision's 2D ResNet-18 (He et al., CVPR 2016) for static images, i.e. clips of length 1:
+  the reference for the image datasets (RAF-DB, AffectNet, FERPlus).
 - ``R3D18``: torchvision's 3D ResNet-18 (``torchvision.models.video.r3d_18``; Tran et al., "A Closer Look at
   Spatiotemporal Convolutions for Action Recognition", CVPR 2018, Sec. 3.1 "R3D"), wrapped in the fertrain model
   contract.
@@ -121,3 +123,45 @@ class R3D18(_ClassifierMixin, nn.Module):
         """
         _check_clip(x)
         return self.net(x.permute(0, 2, 1, 3, 4))  # (B, C, T, H, W) in -> (B, 512) out
+
+
+class ResNet18Image(_ClassifierMixin, nn.Module):
+    """Torchvision ResNet-18 for static images (clips of length 1): trunk, global average pool, dropout, linear.
+
+    The image baseline of fertrain: ``torchvision.models.resnet18`` as is (stem, 4 stages, global average pool), its
+    ``fc`` replaced by the contract's dropout + linear head. Images arrive as ``(B, 1, 3, H, W)``; any size works
+    (adaptive pooling), e.g. 112 or 224 pixels, FERPlus 48x48 grey upsampled and replicated to 3 channels by the
+    data pipeline.
+
+    Args:
+        num_classes: number of expression classes (from the data config); 0 = no head (embeddings out).
+        dropout: dropout probability before the linear head (torchvision's ResNet-18 has none: default 0).
+        pretrained_path: local torchvision ResNet-18 ``state_dict`` file (e.g. ImageNet weights saved with
+            ``torch.save``) loaded into the trunk, ``fc.*`` ignored; None = random init. Never downloaded.
+
+    Raises:
+        FileNotFoundError: ``pretrained_path`` does not exist.
+    """
+
+    def __init__(self, num_classes: int, dropout: float = 0.0, pretrained_path: str | None = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone = ResNet18Trunk()
+        if pretrained_path is not None:
+            load_pretrained(self.backbone, pretrained_path)
+        self.num_features = self.backbone.num_features
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image embedding: float ``(B, 1, 3, H, W)`` -> float ``(B, 512)`` (global average pool of ``layer4``).
+
+        Raises:
+            ValueError: ``x`` is not 5-D or has T != 1 (a video model or the mean over frames is
+                ``FrameMeanResNet18``).
+        """
+        _check_clip(x)
+        if x.shape[1] != 1:
+            raise ValueError(f"ResNet18Image takes single images (B, 1, C, H, W); got T={x.shape[1]} frames "
+                             f"(shape {tuple(x.shape)}): use an image data config (clip_len 1) or FrameMeanResNet18")
+        return self.backbone(x[:, 0]).mean(dim=(2, 3))  # (B, 512, h, w) -> (B, 512)

@@ -33,12 +33,23 @@ class RecognitionTask(pl.LightningModule):
         class_names: ``K`` class names in label order (``data.class_names``).
         scheduler: optional partial ``(optimizer, total_steps) -> LRScheduler``, stepped every optimiser step.
         plot_dir: where confusion-matrix PNGs go (default: ``<trainer.default_root_dir>/plots``).
+        soft_targets: pass the batch's soft ``target`` float ``(B, K)`` to the loss instead of ``label`` (e.g.
+            FERPlus vote distributions with ``fertrain.losses.soft_target.SoftTargetLoss``, or
+            ``nn.CrossEntropyLoss``, which accepts class probabilities). None (default) follows the loss's
+            ``needs_soft_targets`` attribute (False for plain losses: unchanged behaviour). Metrics always use
+            ``label``.
+        skip_nonfinite_loss: on a non-finite training loss skip the optimiser step that contains the batch (no
+            weight update; with ``accumulate_grad_batches > 1`` the whole accumulated step; ``global_step`` and the
+            LR schedule still advance), counted in ``skipped_nonfinite``, logged as ``train/skipped_nonfinite`` and
+            in ``summary.json``, instead of stopping. Under DDP all ranks skip together. Default False: stop with
+            FloatingPointError.
 
     Logged (epoch level only): ``{stage}/loss``, ``{stage}/uar``, ``{stage}/war`` and ``{stage}/recall/<class>``;
     ``train/loss_step`` per step. ``val_history`` keeps every epoch's val metrics and is saved in checkpoints.
 
     Raises:
-        FloatingPointError: a non-finite training loss (message names epoch, global step and batch index).
+        FloatingPointError: a non-finite training loss (message names epoch, global step and batch index), unless
+            ``skip_nonfinite_loss``.
     """
 
     def __init__(
@@ -49,10 +60,13 @@ class RecognitionTask(pl.LightningModule):
         class_names: Sequence[str],
         scheduler: Callable[..., Any] | None = None,
         plot_dir: str | None = None,
+        soft_targets: bool | None = None,
+        skip_nonfinite_loss: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
         self.criterion = loss
+        self.soft_targets = getattr(loss, "needs_soft_targets", False) if soft_targets is None else soft_targets
         if getattr(loss, "needs_embeddings", False):  # e.g. CenterCosineLoss: trains the model's cosine-head centres
             centers = getattr(net, "class_centers", None)
             if centers is None:
@@ -63,6 +77,9 @@ class RecognitionTask(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.class_names = tuple(class_names)
         self.plot_dir = plot_dir
+        self.skip_nonfinite_loss = skip_nonfinite_loss
+        self.skipped_nonfinite = 0  # training batches skipped for a non-finite loss (saved in checkpoints)
+        self._drop_optimizer_step = False
         self.train_metrics = RecognitionMetrics(len(self.class_names))
         self.val_metrics = RecognitionMetrics(len(self.class_names))
         self.test_metrics = RecognitionMetrics(len(self.class_names))
@@ -76,14 +93,26 @@ class RecognitionTask(pl.LightningModule):
         """float ``(B, T, C, H, W)`` -> logits ``(B, K)``."""
         return self.net(video)
 
+    def _loss_target(self, batch: dict) -> torch.Tensor:
+        """What the loss is computed against: ``label`` int64 ``(B,)``, or ``target`` float ``(B, K)``."""
+        if not self.soft_targets:
+            return batch["label"]
+        if "target" not in batch:
+            raise KeyError(f"{type(self.criterion).__name__} trains on soft targets, but the batch has no 'target' "
+                           f"(keys: {sorted(batch)}): use a dataset with label distributions (e.g. data=ferplus) "
+                           f"or a hard-label loss")
+        return batch["target"]
+
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
         if getattr(self.criterion, "needs_embeddings", False):
             emb = self.net.forward_features(batch["video"])  # (B, D)
-            loss = self.criterion(emb, batch["label"])
+            loss = self.criterion(emb, self._loss_target(batch))
             logits = self.criterion.logits(emb)  # (B, K) s*cos, no margin: what the metrics see
         else:
             logits = self(batch["video"])  # (B, K)
-            loss = self.criterion(logits, batch["label"])
+            loss = self.criterion(logits, self._loss_target(batch))
+        if stage == "train" and not torch.isfinite(loss):
+            return loss  # training_step stops or skips: keep the batch out of the epoch metrics
         self._metrics(stage).update(logits.detach(), batch["label"])
         # under DDP this is the mean of per-rank means (UAR/WAR are exact: summed confusion matrices)
         self.log(f"{self._tag(stage)}/loss", loss, on_step=False, on_epoch=True,
@@ -98,7 +127,22 @@ class RecognitionTask(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
-        if not torch.isfinite(loss):
+        bad = not torch.isfinite(loss)
+        if self.skip_nonfinite_loss:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)  # one decision for all DDP ranks
+            if bad:
+                self.skipped_nonfinite += 1
+                self._drop_optimizer_step = True
+                log.warning("skipping the optimiser step of batch %d, epoch %d (global step %d): non-finite "
+                            "training loss (this process: %s); %d skipped so far", batch_idx, self.current_epoch,
+                            self.global_step, loss.item(), self.skipped_nonfinite)
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=False, on_epoch=True,
+                     reduce_fx="max")
+            if bad:
+                # Not `return None`: Lightning refuses it under DDP. A zero loss on every parameter gives every rank
+                # the same (zero, finite) gradient all-reduce; on_before_optimizer_step then drops the update.
+                return sum((p * 0.0).sum() for p in self.parameters() if p.requires_grad)
+        if bad:
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
                 f"global step {self.global_step}, batch {batch_idx}: lower the learning rate, check the inputs "
@@ -160,6 +204,11 @@ class RecognitionTask(pl.LightningModule):
                               title=f"{title}: UAR {float(out['uar']):.3f}  WAR {float(out['war']):.3f}")
 
     # ---------------------------------------------------------- optimisers
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._drop_optimizer_step:  # skip_nonfinite_loss: no update at all (no momentum, no weight decay)
+            optimizer.zero_grad(set_to_none=True)  # torch optimisers skip parameters whose .grad is None
+            self._drop_optimizer_step = False
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)
@@ -172,8 +221,10 @@ class RecognitionTask(pl.LightningModule):
     # ---------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fertrain_val_history"] = list(self.val_history)
+        checkpoint["fertrain_skipped_nonfinite"] = self.skipped_nonfinite
         if self.fertrain_config is not None:
             checkpoint["fertrain_config"] = self.fertrain_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_history = list(checkpoint.get("fertrain_val_history", []))
+        self.skipped_nonfinite = int(checkpoint.get("fertrain_skipped_nonfinite", 0))

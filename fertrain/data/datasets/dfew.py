@@ -15,6 +15,7 @@ Expected layout (official release; only the files of the chosen ``fold`` are rea
         original/00001.mp4 ...                           # source="videos" (folder and extension configurable)
 
 ``video_name`` is the clip number as an integer; folders and files are zero-padded to 5 digits.
+``conf/data/dfew_video.yaml`` (``data=dfew_video``) reads the video files instead of the frame folders.
 
 Label map (official 1-based index -> name; canonical ``class_names`` keep the official order, 0-based)::
 
@@ -367,6 +368,7 @@ def make_miniature_dfew(
     size: int = 64,
     folds: Sequence[int] = (1, 2, 3, 4, 5),
     seed: int = 0,
+    videos: bool = False,
 ) -> Path:
     """Write a tiny but valid DFEW tree (official layout) of synthetic JPEG frame folders.
 
@@ -376,7 +378,9 @@ def make_miniature_dfew(
     ``num_frames`` RGB JPEGs ``00001.jpg ...`` of ``size`` x ``size`` pixels: a class colour (distinct hue and
     brightness per class) with horizontal stripes of class-dependent period that drift 1 pixel per frame, plus
     per-clip random offset and per-frame noise, so a model can learn the classes (our choice). Also writes
-    ``<root>/frame_counts.csv`` (``video_name,num_frames``).
+    ``<root>/frame_counts.csv`` (``video_name,num_frames``). With ``videos`` it also writes the same frames as
+    ``Clip/original/<id>.mp4`` (MPEG-4 Part 2, ``mp4v``, 25 fps, via OpenCV) for ``source="videos"``. decord2 3.4
+    cannot read some small widths (16, 32, 48, 96 pixels; the reader then falls back to OpenCV): use e.g. 40 or 64.
 
     Args:
         root: folder to write into (created; existing files of the same names are overwritten).
@@ -386,6 +390,7 @@ def make_miniature_dfew(
         folds: folds whose ``set_<k>.csv`` files are written (a subset of 1..5; clips are always assigned to
             all 5 test folds, so leaving a fold out makes a tree with missing split files).
         seed: seed of the offsets and noise (numpy ``default_rng``).
+        videos: also write ``Clip/original/<id>.mp4`` files.
 
     Returns:
         ``root`` as a Path.
@@ -415,12 +420,17 @@ def make_miniature_dfew(
             folder = frames_root / clip_id(video_name)
             folder.mkdir(parents=True, exist_ok=True)
             phase = rng.uniform(0, period)
+            clip = []
             for t in range(num_frames):
                 stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (y + t + phase) / period)  # (H, 1, 1) in [0, 1]
                 img = _CLASS_COLOURS[c] * (0.6 + 0.4 * stripes)  # (H, 1, 3)
                 img = np.broadcast_to(img, (size, size, 3)) + rng.normal(0, 6, (size, size, 3))
-                Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8)).save(
-                    folder / f"{t + 1:05d}.jpg", quality=95)
+                clip.append(np.clip(img + 0.5, 0, 255).astype(np.uint8))
+                Image.fromarray(clip[-1]).save(folder / f"{t + 1:05d}.jpg", quality=95)
+            if videos:
+                from fertrain.data.datasets.common import write_video
+
+                write_video(root / "Clip" / "original" / f"{clip_id(video_name)}.mp4", np.stack(clip))
 
     for k in folds:
         for split_dir, in_split in ((TRAIN_DIR, lambda f: f != k), (TEST_DIR, lambda f: f == k)):
