@@ -18,7 +18,22 @@ from fertrain.data.readers import read_frames
 from fertrain.data.records import ClipRecord, DatasetError, FrameSampler
 
 
-class ClipDataset(Dataset):
+class SeededDataset(Dataset):
+    """Base of the map-style datasets with their own random streams: a numpy ``rng`` (``self.rng``) and the
+    transform's augmentation stream; the subclass sets ``self.transform`` and calls :meth:`reseed` in its constructor.
+    """
+
+    transform: Callable[[np.ndarray], np.ndarray]
+
+    def reseed(self, seed: int) -> None:
+        """Reseed ``self.rng`` (temporal sampling, window jitter) and the transform's augmentation stream (called once
+        per DataLoader worker by :func:`fertrain.data.transforms.seed_worker`)."""
+        self.rng = np.random.default_rng(seed)
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+
+
+class ClipDataset(SeededDataset):
     """Map-style dataset of clips with an exact ``__len__`` (= number of records).
 
     Args:
@@ -57,12 +72,6 @@ class ClipDataset(Dataset):
         self.transform = transform
         self.train = train
         self.reseed(seed)
-
-    def reseed(self, seed: int) -> None:
-        """Reseed the temporal-sampling RNG and the augmentation stream (called once per DataLoader worker)."""
-        self.rng = np.random.default_rng(seed)
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
 
     def __len__(self) -> int:
         return len(self.records)

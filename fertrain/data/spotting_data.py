@@ -35,8 +35,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from fertrain.data.clip_dataset import SeededDataset
 from fertrain.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, normalize_video
 from fertrain.data.readers import list_frame_files, read_frames
 from fertrain.data.records import SPLITS, DatasetError
@@ -163,7 +164,7 @@ class WindowSampler:
                 f"frame_step={self.frame_step})")
 
 
-class SpottingWindowDataset(Dataset):
+class SpottingWindowDataset(SeededDataset):
     """Map-style dataset of windows over long videos.
 
     Args:
@@ -200,12 +201,6 @@ class SpottingWindowDataset(Dataset):
                 positive = bool(self.labels[vi][sampler.source_frames(pos, v.num_frames)].any())
                 self.items += [(vi, s)] * (max(1, int(positive_repeat)) if train and positive else 1)
         self.reseed(seed)
-
-    def reseed(self, seed: int) -> None:
-        """Reseed the jitter stream and the augmentation (once per DataLoader worker)."""
-        self.rng = np.random.default_rng(seed)
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
 
     def __len__(self) -> int:
         return len(self.items)

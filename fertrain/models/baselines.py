@@ -28,6 +28,14 @@ def _check_clip(x: torch.Tensor) -> None:
         raise ValueError(f"expected a clip batch (B, T, C, H, W); got shape {tuple(x.shape)}")
 
 
+def _resnet18_trunk(pretrained_path: str | None) -> ResNet18Trunk:
+    """A 2D ResNet-18 trunk, with the local ``state_dict`` file ``pretrained_path`` loaded (None = random init)."""
+    trunk = ResNet18Trunk()
+    if pretrained_path is not None:
+        load_pretrained(trunk, pretrained_path)
+    return trunk
+
+
 class _ClassifierMixin:
     """Shared head of the contract: dropout, linear; ``reset_classifier``."""
 
@@ -35,6 +43,12 @@ class _ClassifierMixin:
     num_classes: int
     drop: nn.Dropout
     head: nn.Module
+
+    def _init_head(self, num_features: int, num_classes: int, dropout: float) -> None:
+        """Set ``num_features``, ``num_classes``, the dropout and the linear head (0 classes = identity)."""
+        self.num_features, self.num_classes = num_features, num_classes
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``(B, num_features)`` -> logits ``(B, num_classes)`` (after dropout), or the dropped-out features."""
@@ -65,13 +79,8 @@ class FrameMeanResNet18(_ClassifierMixin, nn.Module):
 
     def __init__(self, num_classes: int, dropout: float = 0.5, pretrained_path: str | None = None) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.backbone = ResNet18Trunk()
-        if pretrained_path is not None:
-            load_pretrained(self.backbone, pretrained_path)
-        self.num_features = self.backbone.num_features
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.backbone = _resnet18_trunk(pretrained_path)
+        self._init_head(self.backbone.num_features, num_classes, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip embedding: float ``(B, T, 3, H, W)``, T >= 1 -> float ``(B, 512)``, invariant to frame order.
@@ -105,15 +114,12 @@ class R3D18(_ClassifierMixin, nn.Module):
 
     def __init__(self, num_classes: int, dropout: float = 0.5, pretrained_path: str | None = None) -> None:
         super().__init__()
-        self.num_classes = num_classes
         net = torchvision.models.video.r3d_18(weights=None)
         net.fc = nn.Identity()  # the head is ours; torchvision's fc.* keys are ignored when loading
         if pretrained_path is not None:
             load_pretrained(net, pretrained_path)
         self.net = net
-        self.num_features = 512
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_head(512, num_classes, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip embedding: float ``(B, T, 3, H, W)`` -> float ``(B, 512)``.
@@ -145,13 +151,8 @@ class ResNet18Image(_ClassifierMixin, nn.Module):
 
     def __init__(self, num_classes: int, dropout: float = 0.0, pretrained_path: str | None = None) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.backbone = ResNet18Trunk()
-        if pretrained_path is not None:
-            load_pretrained(self.backbone, pretrained_path)
-        self.num_features = self.backbone.num_features
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.backbone = _resnet18_trunk(pretrained_path)
+        self._init_head(self.backbone.num_features, num_classes, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image embedding: float ``(B, 1, 3, H, W)`` -> float ``(B, 512)`` (global average pool of ``layer4``).

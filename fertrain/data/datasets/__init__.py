@@ -24,6 +24,8 @@ Spotting (long videos, per-frame neutral/macro/micro):
 - :mod:`fertrain.data.datasets.casme2` — CAS(ME)^2 long videos, 22 subjects, LOSO.
 - :mod:`fertrain.data.datasets.sammlv` — SAMM Long Videos, LOSO.
 - :mod:`fertrain.data.datasets.synthetic_spotting` — generated long videos with macro/micro intervals.
+- :mod:`fertrain.data.datasets.spotting_common` — what the annotated long-video datasets share (workbook rows to
+  0-based intervals, offset rules, counted fixes).
 
 Not benchmarks:
 

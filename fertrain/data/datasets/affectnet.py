@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fertrain.data.images import carve_stratified_val
-from fertrain.data.records import SPLITS, ClipRecord, DatasetError
+from fertrain.data.images import LazySplitRecords, carve_stratified_val
+from fertrain.data.records import ClipRecord, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,11 @@ def read_affectnet_csv(
     return rows, dropped
 
 
-class AffectNet:
+class AffectNet(LazySplitRecords):
     """AffectNet manually annotated images as :class:`ClipRecord` lists (clips of length 1).
+
+    Splits (:meth:`records`): ``"train"`` = training.csv, ``"test"`` = validation.csv, ``"val"`` see
+    ``val_from_train``.
 
     Records: ``path`` = ``<root>/<images_dir>/<subDirectory_filePath>``, ``num_frames = 1``, ``video_id`` = the
     ``subDirectory_filePath``, ``box`` = the face box when ``crop`` (the dataset crops it before the transform).
@@ -177,19 +180,6 @@ class AffectNet:
         self.seed = seed
         self.dropped: dict[str, Counter] = {}
         self._records: dict[str, list[ClipRecord]] | None = None
-
-    def records(self, split: str) -> list[ClipRecord]:
-        """Records of ``split``: ``"train"`` = training.csv, ``"test"`` = validation.csv, ``"val"`` see class doc.
-
-        Raises:
-            ValueError: ``split`` is not one of ``"train"``, ``"val"``, ``"test"``.
-            DatasetError: see the class docstring.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if self._records is None:
-            self._records = self._load()
-        return list(self._records[split])
 
     def _list_file(self, split: str) -> Path:
         name = SPLIT_FILES[split]

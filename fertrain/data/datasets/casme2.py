@@ -47,11 +47,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from fertrain.data.readers import list_frame_files
+from fertrain.data.datasets.spotting_common import AnnotatedLongVideos, Row, write_workbook
 from fertrain.data.records import DatasetError
-from fertrain.data.spotting_data import (SPOTTING_CLASS_NAMES, SpottingVideo, first_frame_number, open_workbook,
-                                         parse_frame)
-from fertrain.spotting.intervals import Interval
+from fertrain.data.spotting_data import SPOTTING_CLASS_NAMES, SpottingVideo, open_workbook, parse_frame
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +90,10 @@ def _rows(ws) -> Iterable[tuple[int, tuple]]:
             yield r, tuple(row)
 
 
-class CASME2LongVideos:
+class CASME2LongVideos(AnnotatedLongVideos):
     """CAS(ME)^2 long videos with their macro/micro intervals (module docstring).
+
+    :meth:`videos` lists them sorted by subject and video.
 
     Args:
         root: dataset root holding the workbook and the frame folders.
@@ -114,25 +114,18 @@ class CASME2LongVideos:
     """
 
     class_names: tuple[str, ...] = SPOTTING_CLASS_NAMES
+    dataset_name = "CAS(ME)^2"
 
     def __init__(self, root: str | Path, workbook: str = WORKBOOK, annotation_sheet: str | None = None,
                  frames_dir: str = "rawpic", offset_zero: str = "apex", offset_beyond: str = "clamp",
                  include_unannotated: bool = True, fps: float = FPS) -> None:
         if offset_zero not in ("apex", "drop", "error"):
             raise ValueError(f"offset_zero must be 'apex', 'drop' or 'error', got {offset_zero!r}")
-        if offset_beyond not in ("clamp", "error"):
-            raise ValueError(f"offset_beyond must be 'clamp' or 'error', got {offset_beyond!r}")
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"CAS(ME)^2 root {self.root} does not exist; expected layout:\n{LAYOUT}")
+        super().__init__(root, offset_beyond, include_unannotated, fps, LAYOUT)
         self.workbook = Path(workbook) if Path(workbook).is_absolute() else self.root / workbook
         self.annotation_sheet = annotation_sheet
         self.frames_root = self.root / frames_dir
-        self.offset_zero, self.offset_beyond = offset_zero, offset_beyond
-        self.include_unannotated = include_unannotated
-        self.fps = float(fps)
-        self.stats: dict[str, int] = defaultdict(int)
-        self._videos: list[SpottingVideo] | None = None
+        self.offset_zero = offset_zero
 
     # ----------------------------------------------------------------- parsing
     def _naming(self, wb) -> tuple[dict[int, int], dict[str, str]]:
@@ -188,7 +181,7 @@ class CASME2LongVideos:
         finally:
             wb.close()
         self.stats["blank_rows"] = ws.max_row - len(rows) if ws.max_row else 0
-        raw: dict[tuple[int, str], list[tuple[int, int, str, str]]] = defaultdict(list)  # (folder, code) -> rows
+        raw: dict[tuple[int, str], list[Row]] = defaultdict(list)  # (folder, code) -> rows
         for r, row in rows:
             where = f"{self.workbook}, sheet {ws.title!r}, row {r}"
             if len(row) < 8:
@@ -208,20 +201,14 @@ class CASME2LongVideos:
             apex, _ = parse_frame(row[3], where, "D (apex)")
             offset, _ = parse_frame(row[4], where, "E (offset)")
             if offset == 0:
-                if self.offset_zero == "error":
-                    raise DatasetError(f"{where}: offset 0 (not annotated) and offset_zero='error'")
-                if self.offset_zero == "drop":
-                    self.stats["offset_zero_dropped"] += 1
+                if self._drop_unannotated(self.offset_zero, "offset_zero", "offset", where):
                     continue
                 if apex < onset:
                     raise DatasetError(f"{where}: offset 0 (not annotated) and apex {apex} < onset {onset}: "
                                        f"cannot take offset := apex")
                 offset = apex
                 self.stats["offset_zero_to_apex"] += 1
-            if onset < 1:
-                raise DatasetError(f"{where}: onset {onset}: frame numbers are 1-based (img1.jpg is frame 1)")
-            if offset < onset:
-                raise DatasetError(f"{where}: offset {offset} < onset {onset}")
+            self._check_frames(onset, offset, where, hint=" (img1.jpg is frame 1)")
             folder = subject_folder[int(float(subj))]
             raw[(folder, video_code[name])].append((onset, offset, TYPES[t], where))
             self.stats["rows"] += 1
@@ -230,7 +217,7 @@ class CASME2LongVideos:
         for (folder, code), items in sorted(raw.items()):
             path = self._video_folder(folder, code, items[0][3])
             seen.add(path)
-            videos.append(self._video(path, folder, code, items))
+            videos.append(self._make_video(path, f"{folder}_{code}", f"s{folder}", items))
         if self.include_unannotated:
             for folder in sorted(set(subject_folder.values())):
                 subject_dir = self.frames_root / f"s{folder}"
@@ -240,44 +227,14 @@ class CASME2LongVideos:
                 for path in sorted(subject_dir.iterdir()):
                     m = re.match(rf"{folder}_(\d{{4}})", path.name)
                     if path.is_dir() and m and path not in seen:
-                        videos.append(self._video(path, folder, m.group(1), []))
+                        videos.append(self._make_video(path, f"{folder}_{m.group(1)}", f"s{folder}", []))
                         self.stats["unannotated_videos"] += 1
-        for key, what in (("offset_zero_to_apex", "offset 0 -> apex"), ("offset_zero_dropped", "offset 0 dropped"),
+        self._log_counts((("offset_zero_to_apex", "offset 0 -> apex"), ("offset_zero_dropped", "offset 0 dropped"),
                           ("offset_clamped", "offset clamped to the last frame"),
-                          ("subjects_without_folder", "subjects of 'naming rule1' without a frame folder")):
-            if self.stats.get(key):
-                log.warning("CAS(ME)^2 %s: %d × %s", self.workbook.name, self.stats[key], what)
+                          ("subjects_without_folder", "subjects of 'naming rule1' without a frame folder")),
+                         self.workbook)
         self.stats["videos"] = len(videos)
         return sorted(videos, key=lambda v: (int(v.subject[1:]), v.video_id))
-
-    def _video(self, path: Path, folder: int, code: str, items: Sequence[tuple[int, int, str, str]]) -> SpottingVideo:
-        n = len(list_frame_files(path))
-        first = first_frame_number(path)
-        intervals = []
-        for onset, offset, kind, where in items:
-            a, b = onset - first, offset - first
-            if a < 0 or a >= n:
-                raise DatasetError(f"{where}: onset {onset} is outside the {n} frames of {path} "
-                                   f"(first frame number {first})")
-            if b >= n:
-                if self.offset_beyond == "error":
-                    raise DatasetError(f"{where}: offset {offset} is past the last of the {n} frames of {path}")
-                b = n - 1
-                self.stats["offset_clamped"] += 1
-            intervals.append(Interval(a, b, kind))
-        intervals.sort(key=lambda iv: (iv.onset, iv.offset, iv.kind))
-        return SpottingVideo(path=path, video_id=f"{folder}_{code}", subject=f"s{folder}", num_frames=n,
-                             fps=self.fps, intervals=tuple(intervals))
-
-    def videos(self) -> list[SpottingVideo]:
-        """All long videos (parsed once), sorted by subject and video.
-
-        Raises:
-            DatasetError: see the class docstring.
-        """
-        if self._videos is None:
-            self._videos = self._parse()
-        return list(self._videos)
 
 
 # ---------------------------------------------------------------------- miniature tree (tests, demos)
@@ -290,21 +247,8 @@ def write_casme2_workbook(path: str | Path, annotations: Sequence[Sequence], nam
         naming_rule1: rows ``(folder, cropped_name, subject)``.
         naming_rule2: rows ``(code, video_name)``.
     """
-    import openpyxl
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wb = openpyxl.Workbook()
-    ws = wb.active
-    ws.title = annotation_sheet
-    for row in annotations:
-        ws.append(list(row))
-    for title, rows in ((RULE1_SHEET, naming_rule1), (RULE2_SHEET, naming_rule2)):
-        sheet = wb.create_sheet(title)
-        for row in rows:
-            sheet.append(list(row))
-    wb.save(path)
-    return path
+    return write_workbook(path, ((annotation_sheet, annotations), (RULE1_SHEET, naming_rule1),
+                                 (RULE2_SHEET, naming_rule2)))
 
 
 def write_frames(folder: Path, num_frames: int, size: int, intervals: Sequence[tuple[int, int]],

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fertrain.data.images import FER2013_SIZE, parse_fer2013_pixels
+from fertrain.data.images import FER2013_SIZE, LazySplitRecords, parse_fer2013_pixels
 from fertrain.data.records import SPLITS, ClipRecord, DatasetError
 
 log = logging.getLogger(__name__)
@@ -193,8 +193,11 @@ def read_label_csv(path: Path) -> list[tuple[str, str, list[float], int]]:
     return rows
 
 
-class FERPlus:
+class FERPlus(LazySplitRecords):
     """FERPlus images of the official split with crowd-vote labels, as :class:`ClipRecord` lists (clips of length 1).
+
+    Splits (:meth:`records`): ``"train"``/``"val"``/``"test"`` = the Training / PublicTest / PrivateTest rows that
+    survive the label rule.
 
     Records: ``num_frames = 1``; ``video_id`` = the Image name; ``label`` = argmax of the target; ``target`` = the
     8-class distribution of the split's label mode. ``images="png"``: ``path`` = the PNG file. ``images="pixels"``:
@@ -250,19 +253,6 @@ class FERPlus:
         self.check_media = check_media
         self.dropped: dict[str, Counter] = {}
         self._records: dict[str, list[ClipRecord]] | None = None
-
-    def records(self, split: str) -> list[ClipRecord]:
-        """Records of ``split`` (Training / PublicTest / PrivateTest rows that survive the label rule).
-
-        Raises:
-            ValueError: ``split`` is not one of ``"train"``, ``"val"``, ``"test"``.
-            DatasetError: see the class docstring.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if self._records is None:
-            self._records = self._load()
-        return list(self._records[split])
 
     # ------------------------------------------------------------------------------------------ loading
     def _png_root(self) -> Path | None:

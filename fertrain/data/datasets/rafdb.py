@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fertrain.data.images import carve_stratified_val
-from fertrain.data.records import SPLITS, ClipRecord, DatasetError
+from fertrain.data.images import LazySplitRecords, carve_stratified_val
+from fertrain.data.records import ClipRecord, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,10 @@ def read_subset_list(path: Path) -> list[tuple[str, int]]:
     return out
 
 
-class RAFDB:
+class RAFDB(LazySplitRecords):
     """RAF-DB basic-emotion images of the official partition, as :class:`ClipRecord` lists (clips of length 1).
+
+    Splits (:meth:`records`): ``"train"``/``"test"`` = the official partition; ``"val"`` see ``val_from_train``.
 
     Records: ``path`` = the image file, ``num_frames = 1``, ``video_id`` = the listed name without ``.jpg``
     (``"train_00001"``), ``label`` = canonical index. Nothing is decoded here.
@@ -164,19 +166,6 @@ class RAFDB:
         self.seed = seed
         self.test_subset = Path(test_subset) if test_subset else None
         self._records: dict[str, list[ClipRecord]] | None = None
-
-    def records(self, split: str) -> list[ClipRecord]:
-        """Records of ``split``: ``"train"``/``"test"`` = the official partition; ``"val"`` see class doc.
-
-        Raises:
-            ValueError: ``split`` is not one of ``"train"``, ``"val"``, ``"test"``.
-            DatasetError: see the class docstring.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if self._records is None:
-            self._records = self._load()
-        return list(self._records[split])
 
     def image_path(self, name: str) -> Path:
         """File of listed image ``name`` (``train_00001.jpg``) under the chosen image folder."""

@@ -45,11 +45,10 @@ from typing import Sequence
 import numpy as np
 
 from fertrain.data.datasets.casme2 import _rows, write_frames
-from fertrain.data.readers import list_frame_files
+from fertrain.data.datasets.spotting_common import AnnotatedLongVideos, Row, write_workbook
 from fertrain.data.records import DatasetError
-from fertrain.data.spotting_data import (FRACTIONAL_POLICIES, SPOTTING_CLASS_NAMES, SpottingVideo, first_frame_number,
-                                         natural_key, open_workbook, parse_frame)
-from fertrain.spotting.intervals import Interval
+from fertrain.data.spotting_data import (FRACTIONAL_POLICIES, SPOTTING_CLASS_NAMES, SpottingVideo, natural_key,
+                                         open_workbook, parse_frame)
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,10 @@ def _kind(value) -> str | None:
     return "macro" if t.startswith("macro") else "micro" if t.startswith("micro") else None
 
 
-class SAMMLongVideos:
+class SAMMLongVideos(AnnotatedLongVideos):
     """SAMM-LV long videos with their macro/micro intervals (module docstring).
+
+    :meth:`videos` lists them in natural order of their names.
 
     Args:
         root: dataset root.
@@ -92,6 +93,7 @@ class SAMMLongVideos:
     """
 
     class_names: tuple[str, ...] = SPOTTING_CLASS_NAMES
+    dataset_name = "SAMM-LV"
 
     def __init__(self, root: str | Path, workbook: str | None = None, sheet: str | None = None,
                  frames_dir: str = "SAMM_longvideos", fractional: str = "round", onset_zero: str = "apex",
@@ -100,11 +102,7 @@ class SAMMLongVideos:
             raise ValueError(f"fractional must be one of {FRACTIONAL_POLICIES}, got {fractional!r}")
         if onset_zero not in ("apex", "drop", "error"):
             raise ValueError(f"onset_zero must be 'apex', 'drop' or 'error', got {onset_zero!r}")
-        if offset_beyond not in ("clamp", "error"):
-            raise ValueError(f"offset_beyond must be 'clamp' or 'error', got {offset_beyond!r}")
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"SAMM-LV root {self.root} does not exist; expected layout:\n{LAYOUT}")
+        super().__init__(root, offset_beyond, include_unannotated, fps, LAYOUT)
         if workbook is None:
             found = sorted(self.root.glob(WORKBOOK_GLOB), key=lambda p: natural_key(p.name))
             if not found:
@@ -114,11 +112,7 @@ class SAMMLongVideos:
             self.workbook = Path(workbook) if Path(workbook).is_absolute() else self.root / workbook
         self.sheet = sheet
         self.frames_root = self.root / frames_dir
-        self.fractional, self.onset_zero, self.offset_beyond = fractional, onset_zero, offset_beyond
-        self.include_unannotated = include_unannotated
-        self.fps = float(fps)
-        self.stats: dict[str, int] = defaultdict(int)
-        self._videos: list[SpottingVideo] | None = None
+        self.fractional, self.onset_zero = fractional, onset_zero
 
     def _find_header(self, ws) -> tuple[int, dict[str, int]] | None:
         for r, row in enumerate(ws.iter_rows(values_only=True, max_row=_HEADER_SEARCH_ROWS), start=1):
@@ -149,7 +143,7 @@ class SAMMLongVideos:
             rows = [(r, row) for r, row in _rows(ws) if r > header_row]
         finally:
             wb.close()
-        raw: dict[str, list[tuple[int, int, str, str]]] = defaultdict(list)
+        raw: dict[str, list[Row]] = defaultdict(list)
         subject_of: dict[str, str] = {}
         for r, row in rows:
             where = f"{self.workbook}, sheet {ws.title!r}, row {r}"
@@ -177,19 +171,13 @@ class SAMMLongVideos:
             if apex == -1:
                 self.stats["apex_missing"] += 1
             if onset == 0:
-                if self.onset_zero == "error":
-                    raise DatasetError(f"{where}: Onset 0 (not annotated) and onset_zero='error'")
-                if self.onset_zero == "drop":
-                    self.stats["onset_zero_dropped"] += 1
+                if self._drop_unannotated(self.onset_zero, "onset_zero", "Onset", where):
                     continue
                 if apex < 1:
                     raise DatasetError(f"{where}: Onset 0 (not annotated) and Apex {apex}: cannot take onset := apex")
                 onset = apex
                 self.stats["onset_zero_to_apex"] += 1
-            if onset < 1:
-                raise DatasetError(f"{where}: Onset {onset}: frame numbers are 1-based")
-            if offset < onset:
-                raise DatasetError(f"{where}: Offset {offset} < Onset {onset}")
+            self._check_frames(onset, offset, where, columns=("Onset", "Offset"))
             raw[video].append((onset, offset, kind, where))
             subject_of[video] = subject
             self.stats["rows"] += 1
@@ -200,46 +188,17 @@ class SAMMLongVideos:
                 if path.is_dir() and re.fullmatch(r"\d+_\d+", path.name) and path.name not in raw:
                     videos.append(self._video(path, path.name, f"{int(path.name.split('_')[0]):03d}", [], ""))
                     self.stats["unannotated_videos"] += 1
-        for key, what in (("fractional_frames", f"fractional frame numbers ({self.fractional})"),
+        self._log_counts((("fractional_frames", f"fractional frame numbers ({self.fractional})"),
                           ("onset_zero_to_apex", "onset 0 -> apex"), ("onset_zero_dropped", "onset 0 dropped"),
                           ("apex_missing", "apex -1 (not annotated, unused)"),
-                          ("offset_clamped", "offset clamped to the last frame")):
-            if self.stats.get(key):
-                log.warning("SAMM-LV %s: %d × %s", self.workbook.name, self.stats[key], what)
+                          ("offset_clamped", "offset clamped to the last frame")), self.workbook)
         self.stats["videos"] = len(videos)
         return sorted(videos, key=lambda v: natural_key(v.video_id))
 
-    def _video(self, path: Path, video: str, subject: str, items: Sequence[tuple[int, int, str, str]],
-               where: str) -> SpottingVideo:
+    def _video(self, path: Path, video: str, subject: str, items: Sequence[Row], where: str) -> SpottingVideo:
         if not path.is_dir():
             raise DatasetError(f"{where}: frame folder {path} not found (expected layout:\n{LAYOUT})")
-        n = len(list_frame_files(path))
-        first = first_frame_number(path)
-        intervals = []
-        for onset, offset, kind, w in items:
-            a, b = onset - first, offset - first
-            if a < 0 or a >= n:
-                raise DatasetError(f"{w}: Onset {onset} is outside the {n} frames of {path} (first frame number "
-                                   f"{first})")
-            if b >= n:
-                if self.offset_beyond == "error":
-                    raise DatasetError(f"{w}: Offset {offset} is past the last of the {n} frames of {path}")
-                b = n - 1
-                self.stats["offset_clamped"] += 1
-            intervals.append(Interval(a, b, kind))
-        intervals.sort(key=lambda iv: (iv.onset, iv.offset, iv.kind))
-        return SpottingVideo(path=path, video_id=video, subject=subject, num_frames=n, fps=self.fps,
-                             intervals=tuple(intervals))
-
-    def videos(self) -> list[SpottingVideo]:
-        """All long videos (parsed once), in natural order of their names.
-
-        Raises:
-            DatasetError: see the class docstring.
-        """
-        if self._videos is None:
-            self._videos = self._parse()
-        return list(self._videos)
+        return self._make_video(path, video, subject, items, columns=("Onset", "Offset"))
 
 
 # ---------------------------------------------------------------------- miniature tree (tests, demos)
@@ -251,17 +210,7 @@ LEGEND = [("SAMM Long Videos - FACS coded movements (miniature written by fertra
 def write_sammlv_workbook(path: str | Path, rows: Sequence[Sequence], sheet: str = SHEET,
                           legend: Sequence[Sequence] = LEGEND) -> Path:
     """Write a workbook in the release layout: ``legend`` rows, the :data:`HEADER` row, then ``rows``."""
-    import openpyxl
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wb = openpyxl.Workbook()
-    ws = wb.active
-    ws.title = sheet
-    for row in [*legend, HEADER, *rows]:
-        ws.append(list(row))
-    wb.save(path)
-    return path
+    return write_workbook(path, ((sheet, [*legend, HEADER, *rows]),))
 
 
 def make_miniature_sammlv(root: str | Path, subjects: Sequence[int] = (6, 7, 8), num_frames: int = 64,

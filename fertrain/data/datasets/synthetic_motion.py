@@ -40,6 +40,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -72,13 +73,53 @@ class MotionSequence:
     motion_frames: tuple[int, int]
 
 
+def _cache_root(name: str) -> Path:
+    """``$FERTRAIN_CACHE/<name>``, else ``$XDG_CACHE_HOME/fertrain/<name>``, else ``~/.cache/fertrain/<name>``."""
+    if os.environ.get("FERTRAIN_CACHE"):
+        return Path(os.environ["FERTRAIN_CACHE"]) / name
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "fertrain" / name
+
+
 def default_cache_dir() -> Path:
     """Default cache root: ``$FERTRAIN_CACHE/synthetic_motion``, else ``$XDG_CACHE_HOME/fertrain/...``, else
     ``~/.cache/fertrain/synthetic_motion``."""
-    if os.environ.get("FERTRAIN_CACHE"):
-        return Path(os.environ["FERTRAIN_CACHE"]) / "synthetic_motion"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "fertrain" / "synthetic_motion"
+    return _cache_root("synthetic_motion")
+
+
+def ensure_cache(root: Path, params: dict, write: Callable[[Path], None]) -> tuple[Path, bool]:
+    """The cache folder of a generated dataset, generated first if it does not exist.
+
+    The folder is ``root/<key>``, ``key`` the first 12 hex digits of the SHA-1 of ``params`` as sorted JSON. To
+    generate it, ``write(tmp)`` fills a temporary folder in ``root``, ``params.json`` (``params``) is added, and the
+    folder is renamed to ``root/<key>`` (atomic: an interrupted generation leaves no cache folder).
+
+    Returns:
+        ``(cache_dir, generated)``: ``generated`` is True when this call wrote the folder; False when it existed, or
+        when a concurrent writer renamed its own folder there first (this call's temporary folder is removed).
+
+    Raises:
+        whatever ``write`` raises, or the rename's ``OSError``; the temporary folder is removed first.
+    """
+    cache_dir = root / hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    if cache_dir.is_dir():
+        return cache_dir, False
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cache_dir.name}-", dir=root))
+    try:
+        write(tmp)
+        (tmp / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp, cache_dir)
+        except OSError:
+            if not cache_dir.is_dir():  # not a concurrent writer winning the race
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return cache_dir, False
+        return cache_dir, True
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def ellipse_coverage(size: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
@@ -241,12 +282,8 @@ class SyntheticMotion:
         self.num_frames, self.size, self.seed = num_frames, size, seed
         self.params = {"num_train": num_train, "num_val": num_val, "num_test": num_test, "num_frames": num_frames,
                        "size": size, "seed": seed, "generator_version": GENERATOR_VERSION}
-        key = hashlib.sha1(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:12]
         self.root = Path(root) if root is not None else default_cache_dir()
-        self.cache_dir = self.root / key
-        self.generated = False
-        if not self.cache_dir.is_dir():
-            self._generate()
+        self.cache_dir, self.generated = ensure_cache(self.root, self.params, self._write)
         self._records = self._read_index()
 
     def records(self, split: str) -> list[ClipRecord]:
@@ -259,38 +296,23 @@ class SyntheticMotion:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return list(self._records[split])
 
-    def _generate(self) -> None:
-        """Write every split into a temporary folder, then rename it to ``cache_dir`` (atomic)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.cache_dir.name}-", dir=self.root))
-        try:
-            rows = []
-            for split_index, split in enumerate(SPLITS):
-                (tmp / split).mkdir()
-                for r in range(self.sizes[split] // 2):
-                    amplitude = "subtle" if r % 2 == 0 else "large"
-                    rng = np.random.default_rng([self.seed, split_index, r])
-                    up = make_sequence(rng, amplitude, "up", self.num_frames, self.size)
-                    for direction, frames in (("up", up.frames), ("down", up.frames[::-1])):
-                        i = len(rows) - sum(self.sizes[s] for s in SPLITS[:split_index])
-                        label = self.class_names.index(f"{amplitude}_{direction}")
-                        file = f"{split}/{i:05d}.npy"
-                        np.save(tmp / file, np.ascontiguousarray(frames))
-                        rows.append([split, file, label, r, f"{up.amplitude_px:.4f}"])
-            with open(tmp / "index.csv", "w", newline="") as f:
-                csv.writer(f).writerows([_INDEX_HEADER] + rows)
-            (tmp / "params.json").write_text(json.dumps(self.params, indent=2, sort_keys=True) + "\n")
-            try:
-                os.rename(tmp, self.cache_dir)
-            except OSError:
-                if not self.cache_dir.is_dir():  # not a concurrent writer winning the race
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-                return
-            self.generated = True
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    def _write(self, tmp: Path) -> None:
+        """Write every split and ``index.csv`` into the folder ``tmp`` (:func:`ensure_cache` renames it)."""
+        rows = []
+        for split_index, split in enumerate(SPLITS):
+            (tmp / split).mkdir()
+            for r in range(self.sizes[split] // 2):
+                amplitude = "subtle" if r % 2 == 0 else "large"
+                rng = np.random.default_rng([self.seed, split_index, r])
+                up = make_sequence(rng, amplitude, "up", self.num_frames, self.size)
+                for direction, frames in (("up", up.frames), ("down", up.frames[::-1])):
+                    i = len(rows) - sum(self.sizes[s] for s in SPLITS[:split_index])
+                    label = self.class_names.index(f"{amplitude}_{direction}")
+                    file = f"{split}/{i:05d}.npy"
+                    np.save(tmp / file, np.ascontiguousarray(frames))
+                    rows.append([split, file, label, r, f"{up.amplitude_px:.4f}"])
+        with open(tmp / "index.csv", "w", newline="") as f:
+            csv.writer(f).writerows([_INDEX_HEADER] + rows)
 
     def _read_index(self) -> dict[str, list[ClipRecord]]:
         """Parse and check ``index.csv`` of the cache folder."""

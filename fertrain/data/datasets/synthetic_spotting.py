@@ -26,16 +26,11 @@ Cache: generated once into ``<root>/<hash of the parameters and generator versio
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from fertrain.data.datasets.synthetic_motion import NOISE_STD, _paint, ellipse_coverage
+from fertrain.data.datasets.synthetic_motion import NOISE_STD, _cache_root, _paint, ellipse_coverage, ensure_cache
 from fertrain.data.records import DatasetError
 from fertrain.data.spotting_data import SPOTTING_CLASS_NAMES, SpottingVideo
 from fertrain.spotting.intervals import Interval
@@ -50,10 +45,7 @@ _INTERVAL_HEADER = ["video_id", "kind", "onset", "offset"]
 
 def default_cache_dir() -> Path:
     """``$FERTRAIN_CACHE/synthetic_spotting``, else ``$XDG_CACHE_HOME/fertrain/...``, else ``~/.cache/...``."""
-    if os.environ.get("FERTRAIN_CACHE"):
-        return Path(os.environ["FERTRAIN_CACHE"]) / "synthetic_spotting"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "fertrain" / "synthetic_spotting"
+    return _cache_root("synthetic_spotting")
 
 
 def draw_identity(rng: np.random.Generator, size: int) -> dict:
@@ -187,48 +179,31 @@ class SyntheticSpotting:
                        "num_frames": num_frames, "size": size, "val_subjects": val_subjects,
                        "test_subjects": test_subjects, "seed": seed, "generator_version": GENERATOR_VERSION}
         self.fps = float(fps)
-        key = hashlib.sha1(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:12]
         self.root = Path(root) if root is not None else default_cache_dir()
-        self.cache_dir = self.root / key
-        self.generated = False
-        if not self.cache_dir.is_dir():
-            self._generate()
+        self.cache_dir, self.generated = ensure_cache(self.root, self.params, self._write)
         self._videos = self._read()
 
     def _split(self, s: int) -> str:
         n, t, v = self.params["num_subjects"], self.params["test_subjects"], self.params["val_subjects"]
         return "test" if s >= n - t else "val" if s >= n - t - v else "train"
 
-    def _generate(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.cache_dir.name}-", dir=self.root))
-        try:
-            p = self.params
-            videos, ivs = [], []
-            for s in range(p["num_subjects"]):
-                identity = draw_identity(np.random.default_rng([p["seed"], s, 0]), p["size"])
-                for j in range(p["videos_per_subject"]):
-                    vid = f"sub{s:02d}_{j}"
-                    rng = np.random.default_rng([p["seed"], s, j + 1])
-                    frames, intervals, _ = make_spotting_video(rng, identity, p["num_frames"], p["size"])
-                    np.save(tmp / f"{vid}.npy", frames)
-                    videos.append([vid, f"sub{s:02d}", self._split(s), p["num_frames"]])
-                    ivs += [[vid, iv.kind, iv.onset, iv.offset] for iv in intervals]
-            for name, header, rows in (("videos.csv", _VIDEO_HEADER, videos), ("intervals.csv", _INTERVAL_HEADER, ivs)):
-                with open(tmp / name, "w", newline="") as f:
-                    csv.writer(f).writerows([header] + rows)
-            (tmp / "params.json").write_text(json.dumps(p, indent=2, sort_keys=True) + "\n")
-            try:
-                os.rename(tmp, self.cache_dir)
-            except OSError:
-                if not self.cache_dir.is_dir():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-                return
-            self.generated = True
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    def _write(self, tmp: Path) -> None:
+        """Write the videos (``.npy``), ``videos.csv`` and ``intervals.csv`` into the folder ``tmp``
+        (:func:`~fertrain.data.datasets.synthetic_motion.ensure_cache` renames it)."""
+        p = self.params
+        videos, ivs = [], []
+        for s in range(p["num_subjects"]):
+            identity = draw_identity(np.random.default_rng([p["seed"], s, 0]), p["size"])
+            for j in range(p["videos_per_subject"]):
+                vid = f"sub{s:02d}_{j}"
+                rng = np.random.default_rng([p["seed"], s, j + 1])
+                frames, intervals, _ = make_spotting_video(rng, identity, p["num_frames"], p["size"])
+                np.save(tmp / f"{vid}.npy", frames)
+                videos.append([vid, f"sub{s:02d}", self._split(s), p["num_frames"]])
+                ivs += [[vid, iv.kind, iv.onset, iv.offset] for iv in intervals]
+        for name, header, rows in (("videos.csv", _VIDEO_HEADER, videos), ("intervals.csv", _INTERVAL_HEADER, ivs)):
+            with open(tmp / name, "w", newline="") as f:
+                csv.writer(f).writerows([header] + rows)
 
     def _read(self) -> list[SpottingVideo]:
         hint = f"delete {self.cache_dir} to regenerate it"
