@@ -5,6 +5,12 @@ eval sampler and eval transform (read from the checkpoint), classified, and writ
 and end frame (0-based, inclusive), start and end time (seconds) and the class probabilities. A timeline PNG plots
 the probabilities against time. Optional keys: ``window``, ``stride`` (frames), ``out_dir``, ``batch_size``,
 ``device``.
+
+Models with an activation map over clips (CEFLNet's emotional intensity activation network: a
+``forward_with_activation(x) -> (logits (B, K), activation (B, num_clips))`` method) also get
+``<stem>_activation.csv`` (window, clip, first/last/centre frame of the clip, activation) and
+``<stem>_activation.png``: every window's activation of each clip at the clip's centre time, i.e. which clips
+carry the expression (Liu et al., Information Sciences 598, 2022, Sec. 3.3).
 """
 
 from __future__ import annotations
@@ -82,7 +88,8 @@ def predict_video(
         device: torch device string.
 
     Returns:
-        ``{"csv": path, "png": path}``.
+        ``{"csv": path, "png": path}``, plus ``"activation_csv"`` and ``"activation_png"`` for models with
+        ``forward_with_activation`` (CEFLNet).
 
     Raises:
         FileNotFoundError: no such checkpoint or video.
@@ -108,6 +115,9 @@ def predict_video(
         starts.append(max(0, n - window))
     rng = np.random.default_rng(0)
     probs: list[np.ndarray] = []
+    with_activation = hasattr(net, "forward_with_activation")
+    activations: list[np.ndarray] = []  # (B, num_clips) per batch
+    clip_frames: list[np.ndarray] = []  # (T,) sampled frame indices per window, clip-major
     for b in range(0, len(starts), batch_size):
         idx = [sampler(min(window, n - s), False, rng) + s for s in starts[b:b + batch_size]]
         union = np.unique(np.concatenate(idx))  # decode each frame of the batch once, in order
@@ -118,7 +128,13 @@ def predict_video(
             clips.append(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))  # (T, C, h, w)
         mean, std = dm.get("mean", IMAGENET_MEAN), dm.get("std", IMAGENET_STD)
         x = normalize_video(torch.stack(clips).to(device), mean, std)  # (B, T, C, H, W)
-        probs.append(net(x).softmax(-1).cpu().numpy())
+        if with_activation:
+            logits, act = net.forward_with_activation(x)  # (B, K), (B, num_clips)
+            activations.append(act.cpu().numpy())
+            clip_frames.extend(idx)
+        else:
+            logits = net(x)
+        probs.append(logits.softmax(-1).cpu().numpy())
     p = np.concatenate(probs)  # (N, K)
 
     out_dir = Path(out_dir)
@@ -137,7 +153,51 @@ def predict_video(
     png_path = _plot_timeline(out_dir / f"{video.stem}_timeline.png", starts, window, n, fps, p, class_names,
                               title=f"{video.name} · {Path(ckpt).name}")
     log.info("wrote %s and %s (%d windows of %d frames)", csv_path, png_path, len(starts), window)
-    return {"csv": csv_path, "png": png_path}
+    out = {"csv": csv_path, "png": png_path}
+    if with_activation:
+        out.update(_write_activation(out_dir, video.stem, np.concatenate(activations), clip_frames, fps))
+    return out
+
+
+def _write_activation(out_dir: Path, stem: str, act: np.ndarray, clip_frames: list[np.ndarray],
+                      fps: float) -> dict[str, Path]:
+    """CSV + PNG of the activation map ``act`` ``(N windows, num_clips)``; ``clip_frames[w]`` is window ``w``'s
+    sampled frame indices ``(num_clips * frames_per_clip,)``, clip-major."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_windows, n_clips = act.shape
+    csv_path = out_dir / f"{stem}_activation.csv"
+    tmp = csv_path.with_suffix(".csv.tmp")
+    centres = np.zeros_like(act)
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["window", "clip", "first_frame", "last_frame", "centre_frame", "activation"])
+        for i in range(n_windows):
+            for k, frames in enumerate(np.array_split(np.asarray(clip_frames[i]), n_clips)):
+                centres[i, k] = frames.mean()
+                w.writerow([i, k, int(frames.min()), int(frames.max()), f"{centres[i, k]:.1f}",
+                            f"{act[i, k]:.5f}"])
+    tmp.replace(csv_path)
+    x = centres / fps if fps else centres
+    fig, ax = plt.subplots(figsize=(9, 3))
+    for i in range(n_windows):
+        ax.plot(x[i], act[i], marker=".", alpha=0.5)
+    ax.axhline(1.0 / n_clips, color="grey", lw=0.8, ls="--", label=f"uniform (1/{n_clips})")
+    ax.set_xlabel("time (s, clip centre)" if fps else "frame (clip centre)")
+    ax.set_ylabel("clip activation")
+    ax.set_title(f"{stem}: activation map over clips, one line per window", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png_path = out_dir / f"{stem}_activation.png"
+    tmp_png = png_path.with_suffix(".tmp.png")
+    fig.savefig(tmp_png, dpi=100)
+    plt.close(fig)
+    tmp_png.replace(png_path)
+    return {"activation_csv": csv_path, "activation_png": png_path}
 
 
 def _plot_timeline(path: Path, starts: list[int], window: int, n: int, fps: float, p: np.ndarray,

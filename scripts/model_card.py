@@ -1,7 +1,12 @@
-"""Print a Markdown table of the video models' size and cost: parameters, GFLOPs per clip, CPU train-step time.
+"""Print a Markdown table of every model's size and cost: parameters, GFLOPs per clip, CPU train-step time.
 
 Usage:
     python scripts/model_card.py [--frames 8] [--size 112] [--batch 2] [--repeats 3] [--num-classes 7]
+
+Inputs: the clip-level video models (MSCM, FrameMeanResNet18, R3D18) take ``--frames`` x ``--size``; the other
+models take their own default input, given in the table: CEFLNet 7 clips x 5 frames (T = 35, its sampler),
+the image models (DMFE, ResNet18Image) one frame (T = 1), FESNet a 32-frame spotting window at 64 px
+(conf/data/casme2.yaml) with 3 per-frame outputs.
 
 GFLOPs: forward pass of one clip ``(1, T, 3, size, size)`` counted by ``torch.utils.flop_counter.FlopCounterMode``
 (1 GFLOP = 1e9 FLOPs, a multiply-add counts 2; element-wise ops, including MSCM's correlation, are not counted;
@@ -21,25 +26,35 @@ import torch
 from torch import nn
 
 from fertrain.models import MSCM, R3D18, FrameMeanResNet18
+from fertrain.models.baselines import ResNet18Image
+from fertrain.models.ceflnet import CEFLNet
 from fertrain.models.complexity import count_parameters, gflops_per_clip
+from fertrain.models.dmfe import DMFE
+from fertrain.models.fesnet import FESNet
 
-MODELS: dict[str, Callable[[int], nn.Module]] = {
-    "MSCM (ResNet-18, corr. after layer1)": lambda n: MSCM(num_classes=n),
-    "FrameMeanResNet18": lambda n: FrameMeanResNet18(num_classes=n),
-    "R3D18": lambda n: R3D18(num_classes=n),
+# name -> (constructor(num_classes), input (T, size) or None for --frames/--size)
+MODELS: dict[str, tuple[Callable[[int], nn.Module], tuple[int, int] | None]] = {
+    "MSCM (ResNet-18, corr. after layer1)": (lambda n: MSCM(num_classes=n), None),
+    "FrameMeanResNet18": (lambda n: FrameMeanResNet18(num_classes=n), None),
+    "R3D18": (lambda n: R3D18(num_classes=n), None),
+    "CEFLNet (7 clips x 5 frames)": (lambda n: CEFLNet(num_classes=n), (35, 112)),
+    "DMFE (image)": (lambda n: DMFE(num_classes=n), (1, 112)),
+    "ResNet18Image (image)": (lambda n: ResNet18Image(num_classes=n), (1, 112)),
+    "FESNet (spotting window)": (lambda n: FESNet(num_classes=3), (32, 64)),
 }
 
 
 def train_step_ms_per_clip(model: nn.Module, batch: int, clip_shape: tuple[int, int, int, int], repeats: int) -> float:
-    """Median forward+backward time of one batch on CPU, in milliseconds per clip."""
+    """Median forward+backward time of one batch on CPU, in milliseconds per clip (per window for spotting)."""
     model.train()
     x = torch.randn(batch, *clip_shape)  # (B, T, C, H, W)
-    target = torch.randint(0, 2, (batch,))
     times = []
     for i in range(repeats + 1):
         model.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        nn.functional.cross_entropy(model(x), target).backward()
+        logits = model(x)  # (B, K), or (B, T, K) per frame (FESNet)
+        target = torch.zeros(logits.shape[:-1], dtype=torch.long)
+        nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1)).backward()
         if i > 0:  # first run is warm-up
             times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times) / batch
@@ -57,15 +72,16 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"Input: T={args.frames} frames at {args.size}x{args.size}; time = forward+backward, batch {args.batch}, "
           f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    print("| model | params (M) | GFLOPs / clip | train ms / clip (CPU) |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, build in MODELS.items():
+    print("| model | input T x size | params (M) | GFLOPs / clip | train ms / clip (CPU) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for name, (build, own) in MODELS.items():
         torch.manual_seed(0)
         model = build(args.num_classes)
+        shape = clip_shape if own is None else (own[0], 3, own[1], own[1])
         params = count_parameters(model) / 1e6
-        gflops = gflops_per_clip(model, clip_shape)
-        ms = train_step_ms_per_clip(model, args.batch, clip_shape, args.repeats)
-        print(f"| {name} | {params:.2f} | {gflops:.2f} | {ms:.0f} |", flush=True)
+        gflops = gflops_per_clip(model, shape)
+        ms = train_step_ms_per_clip(model, args.batch, shape, args.repeats)
+        print(f"| {name} | {shape[0]} x {shape[2]} | {params:.2f} | {gflops:.2f} | {ms:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

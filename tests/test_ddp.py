@@ -50,13 +50,17 @@ class IndexRecorder(pl.Callback):
     def __init__(self, out: str) -> None:
         self.out = out
         self.seen: dict[str, list[int]] = {}
+        self.labels: dict[str, list[int]] = {}
 
     def _record(self, stage: str, batch: dict) -> None:
         self.seen.setdefault(stage, []).extend(int(i) for i in batch["index"])
+        self.labels.setdefault(stage, []).extend(int(y) for y in batch["label"])
 
     def _write(self, trainer: pl.Trainer, stage: str) -> None:
         path = Path(self.out) / f"{stage}_rank{trainer.global_rank}.json"
         path.write_text(json.dumps(self.seen.pop(stage, [])))
+        # diagnostics for a failure message: (index, label) pairs this rank evaluated
+        path.with_suffix(".labels.json").write_text(json.dumps(self.labels.pop(stage, [])))
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._record("val", batch)
@@ -140,9 +144,12 @@ def _evaluate(cfg: DictConfig, weights: dict[str, torch.Tensor], devices: int, o
     test = trainer.test(task, datamodule=datamodule, verbose=False)[0]
     result = {"val": val, "test": test, "test_confmat": task.last_test.get("confmat")}
     for stage in ("val", "test"):
-        files = sorted(out.glob(f"{stage}_rank*.json"))
+        files = sorted(out.glob(f"{stage}_rank?.json"))
         assert len(files) == devices, f"expected one index file per rank, got {files}"
         result[f"{stage}_indices"] = [i for f in files for i in json.loads(f.read_text())]
+        result[f"{stage}_per_rank"] = {f.stem: list(zip(json.loads(f.read_text()),
+                                                        json.loads(f.with_suffix(".labels.json").read_text())))
+                                       for f in files}  # (index, label) per rank, for failure messages
     return result
 
 
@@ -184,7 +191,9 @@ def test_ddp_eval_equals_single_process(setup: tuple[Path, Path, dict[str, torch
         # every clip evaluated exactly once across the two ranks
         assert sorted(ddp[f"{stage}_indices"]) == list(range(n)), ddp[f"{stage}_indices"]
         # ... hence identical UAR, WAR and per-class recall: exact float equality, not approx
-        assert _recognition_metrics(ddp[stage], stage) == _recognition_metrics(single[stage], stage)
+        assert _recognition_metrics(ddp[stage], stage) == _recognition_metrics(single[stage], stage), (
+            f"{stage}: (index, label) evaluated per rank {ddp[f'{stage}_per_rank']}; single process "
+            f"{single[f'{stage}_per_rank']}")
 
 
 def test_plain_distributed_sampler_would_skew_metrics(setup: tuple[Path, Path, dict[str, torch.Tensor]]) -> None:
@@ -198,7 +207,7 @@ def test_plain_distributed_sampler_would_skew_metrics(setup: tuple[Path, Path, d
                           devices=WORLD_SIZE, strategy="ddp_spawn")
     (tmp / "padded").mkdir(exist_ok=True)
     padded = trainer.validate(task, datamodule=datamodule, verbose=False)[0]
-    seen = [i for f in sorted((tmp / "padded").glob("val_rank*.json")) for i in json.loads(f.read_text())]
+    seen = [i for f in sorted((tmp / "padded").glob("val_rank?.json")) for i in json.loads(f.read_text())]
     n_val = max(seen) + 1
     assert len(seen) == n_val + 1 and len(set(seen)) == n_val, f"expected exactly one duplicate, saw {seen}"
 

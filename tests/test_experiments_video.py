@@ -73,3 +73,29 @@ def test_video_experiment_runs(experiment: str, extra: list[str], trees, tmp_pat
     else:
         assert not (run / "skipped_samples.csv").exists()
     assert np.isfinite(summary["test_last"]["uar"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_predict_writes_ceflnet_activation_map(trees, tmp_path: Path) -> None:
+    """``fertrain.predict`` on a CEFLNet checkpoint: besides the window probabilities, the activation map over
+    each window's clips (CSV + PNG); per window the activations sum to 1 and every clip lies inside its window."""
+    import csv
+
+    from fertrain.predict import predict_video
+
+    summary = run_experiment(["+experiment=dfew_ceflnet", f"data.root={trees['dfew']}", *SMALL,
+                              *FEW_FRAMES["ceflnet"]], tmp_path)
+    video = Path(__file__).resolve().parents[1] / "fertrain" / "assets" / "demo" / "WolfgangLanger_Pexels.mp4"
+    out = predict_video(Path(summary["run_dir"]) / "checkpoints" / "last.ckpt", video, tmp_path / "pred",
+                        window=48, stride=200)
+    windows = list(csv.DictReader(out["csv"].open()))
+    rows = list(csv.DictReader(out["activation_csv"].open()))
+    assert len(rows) == 2 * len(windows)  # 2 clips per window (FEW_FRAMES)
+    for i, window in enumerate(windows):
+        mine = [r for r in rows if int(r["window"]) == i]
+        assert sum(float(r["activation"]) for r in mine) == pytest.approx(1.0, abs=1e-4)
+        for r in mine:
+            assert int(window["start_frame"]) <= int(r["first_frame"]) <= int(r["last_frame"]) \
+                <= int(window["end_frame"])
+    assert out["activation_png"].stat().st_size > 0
