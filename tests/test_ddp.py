@@ -218,7 +218,9 @@ def test_plain_distributed_sampler_would_skew_metrics(setup: tuple[Path, Path, d
                                                                                  verbose=False)[0]
     # WAR = c / 7 without padding, (c + d) / 8 with it (d in {0, 1}): equal only if c = 7 d, i.e. 0 or 1
     assert 0.0 < single["val/war"] < 1.0
-    assert padded["val/war"] != single["val/war"]
+    per_rank = {f.stem: list(zip(json.loads(f.read_text()), json.loads(f.with_suffix(".labels.json").read_text())))
+                for f in sorted((tmp / "padded").glob("val_rank?.json"))}
+    assert padded["val/war"] != single["val/war"], f"padded {padded}; (index, label) per rank {per_rank}"
 
 
 def test_cli_ddp_run_equals_single_process_eval_of_its_checkpoint(tmp_path: Path) -> None:
