@@ -52,21 +52,25 @@ class IndexRecorder(pl.Callback):
         self.seen: dict[str, list[int]] = {}
         self.labels: dict[str, list[int]] = {}
 
-    def _record(self, stage: str, batch: dict) -> None:
+    def _record(self, stage: str, batch: dict, pl_module) -> None:
         self.seen.setdefault(stage, []).extend(int(i) for i in batch["index"])
         self.labels.setdefault(stage, []).extend(int(y) for y in batch["label"])
+        # diagnostics: this rank's (unsynced) confusion-matrix total after the batch
+        counted = int(pl_module._metrics(stage).confmat.confmat.sum())
+        self.labels.setdefault(f"{stage}_counted", []).append(counted)
 
     def _write(self, trainer: pl.Trainer, stage: str) -> None:
         path = Path(self.out) / f"{stage}_rank{trainer.global_rank}.json"
         path.write_text(json.dumps(self.seen.pop(stage, [])))
         # diagnostics for a failure message: (index, label) pairs this rank evaluated
         path.with_suffix(".labels.json").write_text(json.dumps(self.labels.pop(stage, [])))
+        path.with_suffix(".counted.json").write_text(json.dumps(self.labels.pop(f"{stage}_counted", [])))
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._record("val", batch)
+        self._record("val", batch, pl_module)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._record("test", batch)
+        self._record("test", batch, pl_module)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._write(trainer, "val")
@@ -147,9 +151,10 @@ def _evaluate(cfg: DictConfig, weights: dict[str, torch.Tensor], devices: int, o
         files = sorted(out.glob(f"{stage}_rank?.json"))
         assert len(files) == devices, f"expected one index file per rank, got {files}"
         result[f"{stage}_indices"] = [i for f in files for i in json.loads(f.read_text())]
-        result[f"{stage}_per_rank"] = {f.stem: list(zip(json.loads(f.read_text()),
-                                                        json.loads(f.with_suffix(".labels.json").read_text())))
-                                       for f in files}  # (index, label) per rank, for failure messages
+        result[f"{stage}_per_rank"] = {f.stem: (list(zip(json.loads(f.read_text()),
+                                                         json.loads(f.with_suffix(".labels.json").read_text()))),
+                                                json.loads(f.with_suffix(".counted.json").read_text()))
+                                       for f in files}  # (index, label) and running count per rank, for messages
     return result
 
 
@@ -218,7 +223,8 @@ def test_plain_distributed_sampler_would_skew_metrics(setup: tuple[Path, Path, d
                                                                                  verbose=False)[0]
     # WAR = c / 7 without padding, (c + d) / 8 with it (d in {0, 1}): equal only if c = 7 d, i.e. 0 or 1
     assert 0.0 < single["val/war"] < 1.0
-    per_rank = {f.stem: list(zip(json.loads(f.read_text()), json.loads(f.with_suffix(".labels.json").read_text())))
+    per_rank = {f.stem: (list(zip(json.loads(f.read_text()), json.loads(f.with_suffix(".labels.json").read_text()))),
+                         json.loads(f.with_suffix(".counted.json").read_text()))
                 for f in sorted((tmp / "padded").glob("val_rank?.json"))}
     assert padded["val/war"] != single["val/war"], f"padded {padded}; (index, label) per rank {per_rank}"
 
