@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra.utils import get_class
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 
 def config_dir() -> Path:
@@ -36,12 +36,13 @@ def config_dir() -> Path:
     )
 
 
-def _class_names(target: str) -> list[str]:
+def _class_names(target: str) -> ListConfig:
+    # A ListConfig, not a list: OmegaConf.resolve (``--cfg job --resolve``) cannot put a plain list into the node.
     cls = get_class(target)
     names = getattr(cls, "class_names", None)
     if not names:
         raise ValueError(f"{target} has no non-empty `class_names` attribute (needed by ${{fertrain.classes:...}})")
-    return list(names)
+    return ListConfig(list(names))
 
 
 def asset_path(relative: str) -> str:

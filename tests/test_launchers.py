@@ -155,3 +155,27 @@ def test_ddp_inside_a_multirun_fails_fast_unless_an_external_launcher_started_it
     with pytest.raises(ValueError, match="num_nodes=2"):
         check_multirun_ddp(OmegaConf.merge(ddp, {"devices": 1, "num_nodes": 2}), multirun=True, environ={})
 
+
+
+def test_cli_cfg_job_and_hydra_show_the_slurm_set_up(tmp_path: Path) -> None:
+    """What a user checks before submitting: ``--cfg job`` (resolved, inside a 2-node x 4-GPU Slurm job) and
+    ``--cfg hydra`` of ``python -m fertrain ... hydra/launcher=slurm trainer=slurm``."""
+    import yaml
+
+    args = [sys.executable, "-m", "fertrain", "+experiment=dfew_mscm", "hydra/launcher=slurm", "trainer=slurm",
+            "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4", "hydra.launcher.nodes=2"]
+    env = dict(os.environ, SLURM_NTASKS_PER_NODE="4", SLURM_NNODES="2", WANDB_MODE="offline")
+    job = subprocess.run([*args, "--cfg", "job", "--resolve"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert job.returncode == 0, job.stderr[-3000:]
+    trainer = yaml.safe_load(job.stdout)["trainer"]
+    assert (trainer["devices"], trainer["num_nodes"]) == (4, 2)  # read from the Slurm job
+    assert [p["_target_"].rsplit(".", 1)[-1] for p in trainer["plugins"]] == ["AtomicCheckpointIO",
+                                                                            "SLURMEnvironment"]
+    assert trainer["plugins"][1]["auto_requeue"] is True
+    hydra_cfg = subprocess.run([*args, "--cfg", "hydra"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=300)
+    assert hydra_cfg.returncode == 0, hydra_cfg.stderr[-3000:]
+    launcher = yaml.safe_load(hydra_cfg.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert (launcher["partition"], launcher["nodes"], launcher["gpus_per_node"]) == ("gpu", 2, 4)
