@@ -1,7 +1,7 @@
 """Paper tables: collect the runs of a protocol and print them beside the published numbers.
 
-``python -m fertrain.table RUN_ROOT [--protocol dfew] [--paper conf/papers/mscm.yaml ...] [--out table.md]
-[--allow-incomplete]``
+``python -m fertrain.table RUN_ROOT [--protocol dfew|mmi|bu3dfe|afew|rafdb|affectnet|ferplus|casme2|sammlv]
+[--paper conf/papers/mscm.yaml ...] [--out table.md] [--allow-incomplete]``
 
 Every run directory under ``RUN_ROOT`` (found by its ``config_resolved.yaml``, written by
 :func:`fertrain.train.run`) whose dataset belongs to the protocol contributes one row: its fold and seed come
@@ -19,6 +19,10 @@ standard deviation (``n - 1``) over folds; the published UAR/WAR sit in the "bes
 practice of reporting the best epoch (on DFEW, fertrain selects it on the test fold unless
 ``val_from_train > 0``, which the table states per group).
 
+Recognition protocols: ``dfew`` (5 folds), ``mmi`` and ``bu3dfe`` (10 folds, ``data.fold``), and the single-split
+ones (:class:`SplitProtocol`: ``afew`` val-as-test, ``rafdb``, ``affectnet``, ``ferplus``), where each run is one
+row and the group row averages seeds.
+
 Spotting (``--protocol casme2`` / ``sammlv``, :class:`SpottingProtocol`): runs whose ``summary.json`` has
 ``task: spotting`` and ``test`` = the :class:`~fertrain.metrics.spotting.SpottingF1` ``compute()`` dict. A fold is a
 LOSO subject (``data.subject``; any subject set is accepted, the table lists how many were found). A run may hold
@@ -26,7 +30,7 @@ all its folds in ``summary["folds"]`` ({subject: compute() dict}); they become o
 **pooled** row sums TP/FP/FN over the folds and computes precision/recall/F1 from the sums (MEGC practice: counts
 pooled, not F1 averaged); F1 in percent, counts as integers.
 
-Adding a protocol: a :class:`RecognitionProtocol` or :class:`SpottingProtocol` entry in :data:`PROTOCOLS`;
+Adding a protocol: a :class:`RecognitionProtocol`, :class:`SplitProtocol` or :class:`SpottingProtocol` entry in :data:`PROTOCOLS`;
 collection, grouping, missing-fold reporting and rendering are shared.
 """
 
@@ -160,6 +164,19 @@ class RecognitionProtocol(Protocol):
         return _mean_std(values, label)
 
 
+@dataclass(frozen=True)
+class SplitProtocol(RecognitionProtocol):
+    """One official train/test split and no folds (AFEW val, RAF-DB, AffectNet, FERPlus): a run is one row, and
+    the group row of a method averages its seeds' runs. Runs have no ``data.fold``; they count as "fold" 1
+    (``folds=(1,)``)."""
+
+    def fold_of(self, config: dict[str, Any], cfg_path: Path) -> Any:
+        return 1
+
+    def group_label(self, n: str) -> str:
+        return "official split"
+
+
 def _mean_std(values: dict[str, list[float]], label: str) -> Aggregate:
     means = {k: statistics.fmean(v) if v else None for k, v in values.items()}
     stds = {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}
@@ -248,6 +265,27 @@ PROTOCOLS: dict[str, Protocol] = {
     "dfew": RecognitionProtocol(
         name="dfew", dataset="dfew", folds=(1, 2, 3, 4, 5),
         title="DFEW, 5-fold cross-validation (official single-labeled splits; Jiang et al., ACM MM 2020)",
+    ),
+    "mmi": RecognitionProtocol(
+        name="mmi", dataset="mmi", folds=tuple(range(1, 11)),
+        title="MMI, subject-independent 10-fold cross-validation (fertrain folds: conf/data/mmi.yaml)",
+    ),
+    "bu3dfe": RecognitionProtocol(
+        name="bu3dfe", dataset="bu3dfe", folds=tuple(range(1, 11)),
+        title="BU-3DFE sequences, subject-independent 10-fold cross-validation (fertrain folds: conf/data/bu3dfe.yaml)",
+    ),
+    "afew": SplitProtocol(
+        name="afew", dataset="afew", folds=(1,),
+        title="AFEW 7.0, validation set as test (test labels are private; EmotiW)",
+    ),
+    "rafdb": SplitProtocol(
+        name="rafdb", dataset="rafdb", folds=(1,), title="RAF-DB basic, official test set (3,068 images)",
+    ),
+    "affectnet": SplitProtocol(
+        name="affectnet", dataset="affectnet", folds=(1,), title="AffectNet, validation set as test",
+    ),
+    "ferplus": SplitProtocol(
+        name="ferplus", dataset="ferplus", folds=(1,), title="FERPlus, official test set (PrivateTest), majority labels",
     ),
     "casme2": SpottingProtocol(
         name="casme2", dataset="casme2", folds=(),

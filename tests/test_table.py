@@ -174,3 +174,21 @@ def test_five_fold_multirun_then_table_cli(tmp_path: Path) -> None:
     assert "mean ± std (5/5 folds)" in md and "missing" not in md
     assert "| MSCM (published) |  | 5-fold mean | 58.49 | 70.16 |" in md and "CEFLNet" not in md
     assert len(list(csv.DictReader((multirun / "table_dfew.csv").open()))) == 5 + 1 + 1
+
+
+def test_ten_fold_and_single_split_protocols(tmp_path: Path) -> None:
+    """MMI's 10 folds: a missing fold is listed; RAF-DB (one official split): one row per seed, DMFE's published
+    accuracy in the WAR column."""
+    mmi = PROTOCOLS["mmi"]
+    for fold in range(1, 10):  # fold 10 missing
+        write_run(tmp_path / "mmi" / f"fold{fold}_seed42", fold, experiment="mmi_mscm", dataset="mmi",
+                  values=(0.5, 0.6, 0.4, 0.5))
+    md = render_markdown(build_table(collect_runs(tmp_path / "mmi", mmi), mmi, load_papers(None, mmi)))
+    assert md.count("| mmi_mscm | 42 |") == 9 and "10" in md.split("issing")[-1]
+    raf = PROTOCOLS["rafdb"]
+    for seed, war in ((1, 0.80), (2, 0.90)):
+        write_run(tmp_path / "raf" / f"seed{seed}", 0, seed=seed, experiment="rafdb_dmfe", dataset="rafdb",
+                  values=(0.7, war, 0.7, war))
+    md = render_markdown(build_table(collect_runs(tmp_path / "raf", raf), raf, load_papers(None, raf)))
+    assert "| 70.00 | 80.00 |" in md and "| 70.00 | 90.00 |" in md
+    assert "DMFE (published)" in md and "89.63" in md
