@@ -89,6 +89,17 @@ class RecognitionTask(pl.LightningModule):
         self.fertrain_config: dict | None = None  # resolved run config, saved in checkpoints for predict
 
     # ---------------------------------------------------------------- steps
+    def setup(self, stage: str) -> None:
+        """Give this process its own metric states (called by Lightning in every process, after any spawn).
+
+        ``ddp_spawn`` sends the module to its processes through ``torch.multiprocessing``, which moves tensors
+        into shared memory: all ranks would then update one shared confusion matrix (counts doubled by the sum
+        across processes, and increments lost when two ranks add at the same moment). ``reset()`` replaces each
+        state with a fresh private tensor. Harmless for one process and for the ``ddp`` launcher.
+        """
+        for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
+            metrics.reset()
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """float ``(B, T, C, H, W)`` -> logits ``(B, K)``."""
         return self.net(video)
