@@ -11,7 +11,7 @@ into the 3 channels (FER2013/FERPlus are 48x48 grey).
 
 Also here, shared by the image dataset modules (:mod:`~fertrain.data.datasets.rafdb`,
 :mod:`~fertrain.data.datasets.affectnet`, :mod:`~fertrain.data.datasets.ferplus`): :func:`carve_stratified_val` and
-the :class:`LazySplitRecords` base (``records(split)``, parsed once).
+the :class:`~fertrain.data.records.LazySplitRecords` base (``records(split)``, parsed once).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fertrain.data.records import SPLITS, ClipRecord, DatasetError
+from fertrain.data.records import ClipRecord, DatasetError, LazySplitRecords
 
 __all__ = ["FER2013_SIZE", "IMAGE_FILE_SUFFIXES", "LazySplitRecords", "carve_stratified_val", "crop_box",
            "parse_fer2013_pixels", "read_image"]
@@ -147,27 +147,3 @@ def carve_stratified_val(
             [r for i, r in enumerate(records) if i in val_idx])
 
 
-class LazySplitRecords:
-    """Base of the image datasets: :meth:`records` parses every split once, on the first call.
-
-    A subclass sets ``self._records = None`` in its constructor, implements ``_load() -> {split: records}`` for
-    the three :data:`~fertrain.data.records.SPLITS`, and says in its class docstring what each split holds.
-    """
-
-    _records: dict[str, list[ClipRecord]] | None = None
-
-    def _load(self) -> dict[str, list[ClipRecord]]:
-        raise NotImplementedError
-
-    def records(self, split: str) -> list[ClipRecord]:
-        """Records of ``split`` (``"train"``, ``"val"`` or ``"test"``: see the class docstring), a new list each call.
-
-        Raises:
-            ValueError: ``split`` is not one of ``"train"``, ``"val"``, ``"test"``.
-            DatasetError: see the class docstring.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if self._records is None:
-            self._records = self._load()
-        return list(self._records[split])

@@ -111,3 +111,30 @@ class Batch:
     label: object = None
     index: object = None
     video_id: Sequence[str] = field(default_factory=list)
+
+
+class LazySplitRecords:
+    """Base of the split-protocol datasets (AFEW, RAF-DB, AffectNet, FERPlus): :meth:`records` parses every split
+    once, on the first call.
+
+    A subclass sets ``self._records = None`` in its constructor, implements ``_load() -> {split: records}`` for
+    the three :data:`SPLITS`, and says in its class docstring what each split holds.
+    """
+
+    _records: dict[str, list[ClipRecord]] | None = None
+
+    def _load(self) -> dict[str, list[ClipRecord]]:
+        raise NotImplementedError
+
+    def records(self, split: str) -> list[ClipRecord]:
+        """Records of ``split`` (``"train"``, ``"val"`` or ``"test"``: see the class docstring), a new list each call.
+
+        Raises:
+            ValueError: ``split`` is not one of ``"train"``, ``"val"``, ``"test"``.
+            DatasetError: see the class docstring.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if self._records is None:
+            self._records = self._load()
+        return list(self._records[split])

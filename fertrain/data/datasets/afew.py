@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from fertrain.data.datasets.common import CANONICAL_7, MAX_LISTED, canonical_name, natural_key, synthetic_frames
-from fertrain.data.records import SPLITS, ClipRecord, DatasetError
+from fertrain.data.records import ClipRecord, DatasetError, LazySplitRecords
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _count_images(folder: Path) -> int:
         return 0
 
 
-class AFEW:
+class AFEW(LazySplitRecords):
     """AFEW 7.0 clips as :class:`ClipRecord` lists (train = ``train_afew``, val = test = ``val_afew``).
 
     ``video_id`` is the clip file stem (AFEW names are unique), ``subject`` is None (AFEW lists no identities),
@@ -103,22 +103,13 @@ class AFEW:
         self.video_ext = video_ext.lower()
         self._records: dict[str, list[ClipRecord]] | None = None
 
-    def records(self, split: str) -> list[ClipRecord]:
-        """Records of ``split``: ``"train"`` = ``train_afew``; ``"val"`` and ``"test"`` = ``val_afew``.
-
-        Raises:
-            ValueError: ``split`` is not one of ``"train"``, ``"val"``, ``"test"``.
-            DatasetError: see the class docstring (raised by the first call).
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if self._records is None:
-            if not self.root.is_dir():
-                raise DatasetError(f"AFEW root {self.root} does not exist or is not a folder. Expected the AFEW 7.0 "
-                                   f"layout:\n{LAYOUT}")
-            parsed = {s: self._parse_split(s) for s in ("train", "val")}
-            self._records = {"train": parsed["train"], "val": parsed["val"], "test": parsed["val"]}
-        return list(self._records[split])
+    def _load(self) -> dict[str, list[ClipRecord]]:
+        """``"train"`` = ``train_afew``; ``"val"`` and ``"test"`` = ``val_afew`` (test labels are private)."""
+        if not self.root.is_dir():
+            raise DatasetError(f"AFEW root {self.root} does not exist or is not a folder. Expected the AFEW 7.0 "
+                               f"layout:\n{LAYOUT}")
+        parsed = {s: self._parse_split(s) for s in ("train", "val")}
+        return {"train": parsed["train"], "val": parsed["val"], "test": parsed["val"]}
 
     # ------------------------------------------------------------------------------------------------ parsing
     def _parse_split(self, split: str) -> list[ClipRecord]:
