@@ -301,3 +301,29 @@ def test_no_face_spans_match_the_labels(shared_dir, cascade, video):
     face = ~np.isin(np.arange(track.num_frames),
                     [t for s, e in want for t in range(max(0, s - TOL), min(e + TOL, track.num_frames - 1) + 1)])
     assert track.has_face[face].all()  # away from the labelled spans every frame gets a crop
+
+
+@pytest.mark.skipif(not hasattr(cv2, "CascadeClassifier"), reason="this OpenCV has no CascadeClassifier")
+def test_numpy_haar_fallback_agrees_with_opencv_on_real_frames(shared_dir):
+    """The OpenCV-5 fallback finds the same faces as OpenCV's own cascade on real frames (same parameters)."""
+    xml = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+    numpy_cascade, opencv = F.HaarCascade(xml), cv2.CascadeClassifier(str(xml))
+    cap = cv2.VideoCapture(str(shared_dir / "data/real/single_face.mp4"))
+    compared = 0
+    for index in range(0, 72, 18):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, bgr = cap.read()
+        assert ok, f"frame {index} of single_face.mp4 does not decode"
+        grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        grey = cv2.resize(grey, (180, round(180 * grey.shape[0] / grey.shape[1])), interpolation=cv2.INTER_AREA)
+        ours = numpy_cascade.detect(grey, scale_factor=1.1, min_size=36, min_neighbors=3)[:, :4]  # x0, y0, x1, y1
+        theirs = np.asarray(opencv.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=3, minSize=(36, 36)))
+        assert len(ours) == len(theirs) == 1, (index, ours, theirs)
+        x, y, w, h = theirs[0]
+        ix = max(0.0, min(ours[0, 2], x + w) - max(ours[0, 0], x))
+        iy = max(0.0, min(ours[0, 3], y + h) - max(ours[0, 1], y))
+        inter = ix * iy
+        union = (ours[0, 2] - ours[0, 0]) * (ours[0, 3] - ours[0, 1]) + w * h - inter
+        assert inter / union >= 0.85, (index, ours, theirs)
+        compared += 1
+    assert compared == 4
