@@ -90,6 +90,16 @@ def _rows(ws) -> Iterable[tuple[int, tuple]]:
             yield r, tuple(row)
 
 
+def _naming_rows(ws, workbook: Path) -> Iterable[tuple[str, tuple]]:
+    """``(where, values)`` of a naming sheet's non-blank rows; a first row without any number is a header (logged)."""
+    for i, (r, row) in enumerate(_rows(ws)):
+        where = f"{workbook}, sheet {ws.title!r}, row {r}"
+        if i == 0 and not any(_is_number(c) for c in row):
+            log.info("%s: taken as a header row: %r", where, row)
+            continue
+        yield where, row
+
+
 class CASME2LongVideos(AnnotatedLongVideos):
     """CAS(ME)^2 long videos with their macro/micro intervals (module docstring).
 
@@ -131,21 +141,13 @@ class CASME2LongVideos(AnnotatedLongVideos):
     def _naming(self, wb) -> tuple[dict[int, int], dict[str, str]]:
         rule1, rule2 = _sheet(wb, RULE1_SHEET, self.workbook), _sheet(wb, RULE2_SHEET, self.workbook)
         subject_folder: dict[int, int] = {}
-        for i, (r, row) in enumerate(_rows(rule1)):
-            where = f"{self.workbook}, sheet {rule1.title!r}, row {r}"
-            if i == 0 and not any(_is_number(c) for c in row):
-                log.info("%s: taken as a header row: %r", where, row)
-                continue
+        for where, row in _naming_rows(rule1, self.workbook):
             if len(row) < 3 or not _is_number(row[0]) or not _is_number(row[2]):
                 raise DatasetError(f"{where}: expected folder number (A), cropped name (B), subject number (C), "
                                    f"found {row[:3]!r}")
             subject_folder[int(float(row[2]))] = int(float(row[0]))
         video_code: dict[str, str] = {}
-        for i, (r, row) in enumerate(_rows(rule2)):
-            where = f"{self.workbook}, sheet {rule2.title!r}, row {r}"
-            if i == 0 and not any(_is_number(c) for c in row):
-                log.info("%s: taken as a header row: %r", where, row)
-                continue
+        for where, row in _naming_rows(rule2, self.workbook):
             if len(row) < 2 or not _is_number(row[0]) or row[1] is None or not str(row[1]).strip():
                 raise DatasetError(f"{where}: expected video code (A, e.g. 0101) and video name (B, e.g. "
                                    f"disgust1), found {row[:2]!r}")
