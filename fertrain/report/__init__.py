@@ -1,0 +1,1 @@
+"""Outputs of runs: run records (``run.json``), tables and plots."""
