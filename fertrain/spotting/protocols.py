@@ -54,6 +54,7 @@ Everything here is plain Python on tiny per-video lists (no tensors): the metric
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
@@ -410,8 +411,8 @@ def _ok(v: float, thr: float, strict: bool) -> bool:
 
 
 def _match(rules: SpottingRules, preds: Sequence[Interval], gts: Sequence[GT]
-           ) -> tuple[int, list[int | None], list[bool], list[bool]]:
-    """``(tp, gt_pred, pred_tp, pred_matched_any)`` of one video and kind under ``rules.matching``."""
+           ) -> tuple[int, list[int | None], list[bool], list[bool], list[list[float]]]:
+    """``(tp, gt_pred, pred_tp, pred_matched_any, iou_matrix)`` of one video and kind under ``rules.matching``."""
     f = _IOU[rules.iou]
     thr, strict = float(rules.iou_threshold), bool(rules.iou_strict)
     G, P = len(gts), len(preds)
@@ -433,7 +434,10 @@ def _match(rules: SpottingRules, preds: Sequence[Interval], gts: Sequence[GT]
         tp = sum(x is not None for x in gt_pred)
     elif rule == "maximum":
         pairs: list[tuple[int, int]] = []
-        if any(any_ok):
+        per_gt = [sum(r) for r in ok]
+        if all(c <= 1 for c in per_gt) and all(sum(ok[g][p] for g in range(G)) <= 1 for p in range(P)):
+            pairs = [(g, r.index(True)) for g, r in enumerate(ok) if per_gt[g]]  # no conflict: every pair matches
+        elif any(any_ok):
             from scipy.optimize import linear_sum_assignment
 
             # maximise the number of matches; IoU breaks ties (weight < 1 never trades a match away)
@@ -479,12 +483,12 @@ def _match(rules: SpottingRules, preds: Sequence[Interval], gts: Sequence[GT]
                     gt_pred[g] = idx
                 pred_tp[idx] = True
         tp = sum(pred_tp)
-    return tp, gt_pred, pred_tp, any_ok
+    return tp, gt_pred, pred_tp, any_ok, m
 
 
 def _counts(rules: SpottingRules, preds: Sequence[Interval], gts: Sequence[GT]
-            ) -> tuple[int, int, int, list[int | None], list[bool]]:
-    tp, gt_pred, pred_tp, any_ok = _match(rules, preds, gts)
+            ) -> tuple[int, int, int, list[int | None], list[bool], list[list[float]]]:
+    tp, gt_pred, pred_tp, any_ok, m = _match(rules, preds, gts)
     n = len(preds)
     if rules.fp == "clamped":
         fp = max(0, n - tp)
@@ -493,7 +497,7 @@ def _counts(rules: SpottingRules, preds: Sequence[Interval], gts: Sequence[GT]
     else:
         matched = pred_tp if rules.matching != "found" else any_ok
         fp = n - sum(matched)
-    return tp, fp, len(gts) - tp, gt_pred, pred_tp
+    return tp, fp, len(gts) - tp, gt_pred, pred_tp, m
 
 
 def _order(rules: SpottingRules, preds: Iterable[Interval]) -> list[Interval]:
@@ -518,6 +522,20 @@ def evaluate_video(rules: SpottingRules, preds: Sequence[Interval] | None, gts: 
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _quirk_free(rules: SpottingRules) -> SpottingRules:
+    """``rules`` read without the MEGC2020 quirks (inclusive IoU, FP clamped, every video scored)."""
+    return dataclasses.replace(rules, iou="inclusive", fp="clamped", videos="all", quirks=False)
+
+
+def _quirk_possible(rules: SpottingRules, scored: bool, fp: int, preds: Sequence[Interval], gts: Sequence[GT]) -> bool:
+    """Whether the quirk-free reading can differ: a skipped video, a negative FP, an interval of at most one frame
+    (MEGC2020's IoU is 0 there), or a threshold <= 1/3 (where two disjoint intervals of >= 2 frames can reach it)."""
+    if not scored or fp < 0 or float(rules.iou_threshold) <= 1 / 3:
+        return True
+    return any(x.offset <= x.onset for x in (*preds, *gts))
+
+
 def _evaluate_kind(rules: SpottingRules, given: list[Interval] | None, g: list[GT], kind: str) -> KindResult:
     n_pred = 0 if given is None else len(given)
     scored = True
@@ -531,16 +549,14 @@ def _evaluate_kind(rules: SpottingRules, given: list[Interval] | None, g: list[G
         a, b = rules.dummy_prediction
         p, dummy = [Interval(a, b, kind, 0.0)], True
     if scored:
-        tp, fp, fn, gt_pred, pred_tp = _counts(rules, p, g)
+        tp, fp, fn, gt_pred, pred_tp, m = _counts(rules, p, g)
+        gt_iou = [max(row) if row else 0.0 for row in m]
     else:
         tp = fp = fn = 0
-        gt_pred, pred_tp = [None] * len(g), [False] * len(p)
-    f = _IOU[rules.iou]
-    gt_iou = [max((f(x.onset, x.offset, q.onset, q.offset) for q in p), default=0.0) for x in g]
+        gt_pred, pred_tp, gt_iou = [None] * len(g), [False] * len(p), [0.0] * len(g)
     res = KindResult(tp, fp, fn, scored, n_pred, p, g, gt_pred, gt_iou, pred_tp, dummy)
-    if rules.quirks:
-        clean = dataclasses.replace(rules, iou="inclusive", fp="clamped", videos="all", quirks=False)
-        alt = _evaluate_kind(clean, given, g, kind)
+    if rules.quirks and _quirk_possible(rules, scored, fp, p, g):
+        alt = _evaluate_kind(_quirk_free(rules), given, g, kind)
         exact = (tp, fp, fn) if scored else (0, 0, 0)
         if exact != (alt.tp, alt.fp, alt.fn):
             reasons = []
