@@ -14,7 +14,9 @@ before and after, threshold, intervals): Moilanen, Zhao & Pietikäinen, "Spottin
 videos using appearance-based feature difference analysis", ICPR 2014 (LBP histograms on a block grid, χ²
 distance, mean of the M = 1/3 largest block differences); Li et al., "Towards reading hidden emotions", IEEE TAC
 2018 and the MEGC2019/2020 baselines (Li et al., FG 2019; He et al., FG 2020: feature difference / MDMD, threshold
-``mean + p (max - mean)``, peaks ± k). Per video:
+``mean + p (max - mean)``, runs of frames above it: HeyingGithub/Baseline-project-for-MEGC2020_spotting,
+``MDMD_codes/cmd.m``); peaks ± k is SOFTNet's interval rule (genbing99/SoftNet-SpotME, ``training.py``,
+``spotting``). Per video:
 
 1. Face crops from :mod:`fertrain.preprocess.faces` (``track_faces`` + ``crop_faces``); frames without a face
    are excluded, and each face span (run of face frames) is processed on its own, so no difference or interval
@@ -35,7 +37,7 @@ distance, mean of the M = 1/3 largest block differences); Li et al., "Towards re
 4. The score curve is smoothed (``smooth_s``), thresholded (``threshold``: number, ``"rel:P"`` = mean +
    P (max - mean) over the video's face frames, MEGC2020 baseline style) into runs, merged across gaps of up to
    ``merge_gap_s``, and each run becomes an interval (:func:`fertrain.spotting.postprocess.scores_to_intervals`).
-   ``mode: peaks`` gives the MEGC ``[peak - k, peak + k]`` intervals instead.
+   ``mode: peaks`` gives SOFTNet's ``[peak - k, peak + k]`` intervals instead.
 5. Kind by length (seconds, so that 30 fps CAS(ME)^2 and 200 fps SAMM-LV share one rule): shorter than
    ``micro_min_s`` dropped (counted), up to ``micro_max_s`` micro, longer macro. Defaults 7/30 s and 16/30 s
    follow the CAS(ME)^2 limits of :data:`~fertrain.spotting.postprocess.LENGTH_LIMITS` (SAMM-LV: 47/200 and

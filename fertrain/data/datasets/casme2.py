@@ -40,7 +40,8 @@ protocol can apply its own evaluator's policy (:class:`fertrain.spotting.protoco
 - ``offset_beyond``: an offset past the video's last frame: ``"clamp"`` (default, counted and logged) or
   ``"error"``.
 - ``include_unannotated``: also return the frame folders of the listed subjects that have no interval (default
-  True: in MEGC spotting every long video is searched, and predictions there are false positives).
+  True: every long video is searched, and predictions there are false positives under the ``fertrain``,
+  ``megc2020`` and ``auwgcn`` evaluation protocols; ``softnet`` and ``strs`` score only videos with a ground truth).
 
 Subjects are named ``s<folder>`` (``"s15"``), videos ``<folder>_<code>`` (``"15_0101"``).
 """
