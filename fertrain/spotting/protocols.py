@@ -300,7 +300,14 @@ def resolve_rules(protocol: str | SpottingRules = "fertrain", overrides: Mapping
     if not overrides:
         return rules
     changes: dict[str, Any] = {}
+    label: list[str] = []
     for key, value in dict(overrides).items():
+        if key == "ground_truth" and isinstance(value, Mapping):
+            label += [f"ground_truth.{k}={v}" for k, v in sorted(dict(value).items())]
+        elif key == "ground_truth" and value in (None, "reader"):
+            label.append("ground_truth=reader")
+        else:
+            label.append(f"{key}={list(value) if isinstance(value, tuple) else value}")
         if key not in RULE_NAMES:
             raise ValueError(f"metric.rules.{key}: unknown rule; expected one of {list(RULE_NAMES)}")
         if key == "ground_truth":
@@ -320,8 +327,7 @@ def resolve_rules(protocol: str | SpottingRules = "fertrain", overrides: Mapping
             if len(value) != 2:
                 raise ValueError(f"metric.rules.dummy_prediction={list(value)}: expected null or [onset, offset]")
         changes[key] = value
-    name = rules.name + "+" + ",".join(f"{k}={changes[k]}" for k in sorted(changes))
-    return dataclasses.replace(rules, name=name, **changes)
+    return dataclasses.replace(rules, name=rules.name + "+" + ",".join(sorted(label)), **changes)
 
 
 def evaluation_ground_truth(video: Any, rules: SpottingRules, stats: dict[str, int] | None = None) -> list[GT]:
