@@ -278,11 +278,11 @@ class SpottingProtocol(Protocol):
 
     def selection(self, config: dict[str, Any], summary: dict[str, Any]) -> str:
         protocol = (summary.get("metric") or {}).get("protocol", "fertrain (not stated: summary before metric.protocol)")
-        return f"{summary.get('test_source') or 'not stated in summary.json'}; evaluator {protocol}"
+        return f"checkpoint {summary.get('test_source') or 'not stated in summary.json'}, evaluator {protocol}"
 
     def selection_note(self, selections: list[str]) -> str:
-        note = f"tested checkpoint; evaluation protocol: {' / '.join(selections)}"
-        if len({s.split('; evaluator ', 1)[-1] for s in selections}) > 1:
+        note = f"tested: {' / '.join(selections)}"
+        if len({s.split(', evaluator ', 1)[-1] for s in selections}) > 1:
             note += " -- DIFFERENT evaluators in one group: its pooled counts mix protocols"
         return note
 

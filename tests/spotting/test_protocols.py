@@ -286,7 +286,13 @@ def test_table_adds_columns_for_the_also_protocols(tmp_path: Path) -> None:
     # pooled: fertrain macro (2,0,0)+(1,0,0) -> F1 100; softnet (1,0,1)+(1,0,0) -> 2*2/(4+0+1) = 80
     pooled = next(r for r in table.rows if r.kind == "mean")
     assert pooled.values["test.macro/f1"] == 100.0 and pooled.values["test.softnet/macro/f1"] == 80.0
-    assert "evaluation protocol: test_last; evaluator fertrain" in md
+    assert "tested: checkpoint test_last, evaluator fertrain" in md and "DIFFERENT" not in md
+    # a group whose folds were counted by different evaluators is flagged where the table is read
+    summary = json.loads((tmp_path / "s16" / "summary.json").read_text())
+    summary["metric"]["protocol"] = "softnet"
+    (tmp_path / "s16" / "summary.json").write_text(json.dumps(summary))
+    md = render_markdown(build_table(collect_runs(tmp_path, protocol), protocol, []))
+    assert "DIFFERENT evaluators in one group" in md
 
 
 # ------------------------------------------------------------------------------------------- plots
