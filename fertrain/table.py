@@ -277,7 +277,8 @@ class SpottingProtocol(Protocol):
         return [("all" if fold is None else fold, summary)]
 
     def selection(self, config: dict[str, Any], summary: dict[str, Any]) -> str:
-        protocol = (summary.get("metric") or {}).get("protocol", "fertrain (not stated: summary before metric.protocol)")
+        protocol = (summary.get("metric") or {}).get("protocol",
+                                                      "fertrain (not stated: summary before metric.protocol)")
         return f"checkpoint {summary.get('test_source') or 'not stated in summary.json'}, evaluator {protocol}"
 
     def selection_note(self, selections: list[str]) -> str:
