@@ -40,7 +40,7 @@ import torchmetrics
 
 from fertrain.spotting.intervals import KINDS, Interval
 from fertrain.spotting.protocols import (GT, KindResult, SpottingRules, UnitRow, aggregate, evaluate_video,
-                                         evaluation_ground_truth, resolve_rules)
+                                         evaluation_ground_truth, iou_inclusive, resolve_rules)
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +77,18 @@ def match_video(preds: Sequence[Interval], targets: Sequence[Interval], iou_thre
 
 
 def _pairs(res: KindResult) -> list[tuple[int | None, int | None, float]]:
-    """``(gt, pred, iou)`` rows of a result: matches, missed ground truths, then non-TP predictions."""
-    from fertrain.spotting.protocols import _IOU  # noqa: PLC0415 (private helper of the same package)
-
+    """``(gt, pred, iou)`` rows of a result: matches, missed ground truths, then non-TP predictions (IoU inclusive,
+    for reading; the protocol's own IoU decided the match)."""
     out: list[tuple[int | None, int | None, float]] = []
     for g, p in enumerate(res.gt_pred):
         if p is not None:
             x, q = res.gts[g], res.preds[p]
-            out.append((g, p, _IOU["inclusive"](x.onset, x.offset, q.onset, q.offset)))
-    out += [(g, None, res.gt_iou[g]) for g, p in enumerate(res.gt_pred) if p is None]
+            out.append((g, p, iou_inclusive(x.onset, x.offset, q.onset, q.offset)))
+    out += [(g, None, max((iou_inclusive(res.gts[g].onset, res.gts[g].offset, q.onset, q.offset)
+                           for q in res.preds), default=0.0)) for g, p in enumerate(res.gt_pred) if p is None]
     for p, q in enumerate(res.preds):
         if not res.pred_tp[p]:
-            best = max((_IOU["inclusive"](x.onset, x.offset, q.onset, q.offset) for x in res.gts), default=0.0)
+            best = max((iou_inclusive(x.onset, x.offset, q.onset, q.offset) for x in res.gts), default=0.0)
             out.append((None, p, best))
     return out
 
