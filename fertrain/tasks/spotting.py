@@ -210,7 +210,7 @@ class SpottingTask(pl.LightningModule):
             for a in also:
                 resolve_rules(a)
         except ValueError as e:
-            raise UsageError(f"{e} (presets: {list(PRESETS)})") from None
+            raise UsageError(str(e)) from None
         also = [a for a in dict.fromkeys(also) if a != protocol]
         return {"protocol": protocol, "also": also, "rules": rules, "name": main.name}
 

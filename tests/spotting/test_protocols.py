@@ -253,7 +253,7 @@ def test_task_validates_the_metric_config() -> None:
     ok = SpottingTask._check_metric({"protocol": "softnet", "also": ["megc2020", "softnet", "strs"],
                                      "rules": {"iou_threshold": None}}, None, None)
     assert ok["protocol"] == "softnet" and ok["also"] == ["megc2020", "strs"] and ok["rules"] == {}
-    with pytest.raises(UsageError, match=r"metric.protocol='megc2019'.*presets: \['fertrain'"):
+    with pytest.raises(UsageError, match=r"metric.protocol='megc2019'.*expected one of \['fertrain'"):
         SpottingTask._check_metric({"protocol": "megc2019"}, None, None)
     with pytest.raises(UsageError, match=r"metric: unknown keys \['protocols'\]"):
         SpottingTask._check_metric({"protocols": "softnet"}, None, None)
