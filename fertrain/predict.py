@@ -99,6 +99,10 @@ def predict_video(
     if not video.exists():
         raise FileNotFoundError(f"video={video}: no such file or folder")
     net, cfg = load_run(ckpt, device)
+    if str((cfg.get("task") or {}).get("_target_", "")).endswith("SpottingTask"):  # per-frame spotting network
+        from fertrain.spotting.predict import predict_spotting
+
+        return predict_spotting(net, cfg, video, out_dir, batch_size, device, title=Path(ckpt).name)
     data = cfg["data"]
     dm = data["datamodule"]
     class_names = list(data["class_names"])

@@ -44,10 +44,11 @@ def baseline_f1(cfg) -> tuple[dict[str, float], float]:
     fps = float(cfg.data.fps)
     bcfg = BaselineConfig(k_frames=k_from_annotations(train), size=int(cfg.data.image_size),
                           micro_min_s=3 / fps, micro_max_s=14 / fps)
-    metric = SpottingF1(iou_threshold=float(cfg.task.iou_threshold))
+    rules = {k: v for k, v in (cfg.metric.rules or {}).items() if v is not None and k != "ground_truth"}
+    metric = SpottingF1(protocol=cfg.metric.protocol, rules=rules)  # the FESNet run's evaluator
     for v in (v for v in videos if v.split == "test"):
         res = spot_crops(np.load(v.path), None, fps, bcfg)
-        metric.update(res.intervals, list(v.intervals), v.video_id)
+        metric.update_video(res.intervals, v)
     return metric.compute(), time.perf_counter() - t0
 
 

@@ -65,9 +65,10 @@ def test_fold_runs_pool_counts_not_f1(tmp_path: Path) -> None:
     # fold rows keep each subject's own F1: s15 macro P 2/3, R 1 -> 80.00
     assert "| casme2_fesnet | 42 | s15 | 80.00 | 2 | 1 | 0 |" in md
     assert "48.89" not in md  # the average of the folds' macro F1 is not what the table reports
-    assert "tested checkpoint: test_last" in md
-    # published row of FESNet, numbers null (not found) -> dashes, with the note
-    assert "| FESNet (published) |  | LOSO, pooled counts | — |" in md and "numbers not found" in md
+    assert "tested: checkpoint test_last, evaluator fertrain (not stated" in md
+    # published row of FESNet: not published in public sources -> dashes, the evaluator unknown, and the note
+    assert ("| FESNet (published) |  | LOSO, pooled counts; evaluator not stated in public sources | — |" in md
+            and "not published in public sources" in md)
 
     # CLI: Markdown + CSV; the pooled CSV line has the summed counts
     assert main([str(root), "--protocol", "casme2", "--out", str(tmp_path / "t.md")]) == 0

@@ -42,7 +42,7 @@ from fertrain.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, normalize_vide
 from fertrain.data.readers import list_frame_files, read_frames
 from fertrain.data.records import SPLITS, DatasetError
 from fertrain.data.transforms import seed_worker
-from fertrain.spotting.intervals import Interval
+from fertrain.spotting.intervals import AnnotationRow, Interval
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class SpottingVideo:
         fps: frame rate (frames per second).
         intervals: ground truth, 0-based inclusive frames (:class:`fertrain.spotting.intervals.Interval`).
         split: ``"train"``/``"val"``/``"test"`` for datasets with a fixed split (protocol ``"split"``), else None.
+        annotations: the raw rows of the annotation sheet (:class:`fertrain.spotting.intervals.AnnotationRow`), before
+            the reader's "not annotated" policies, for the evaluation protocols' ground-truth policies
+            (:mod:`fertrain.spotting.protocols`); empty for datasets without a sheet (synthetic).
     """
 
     path: Path
@@ -72,6 +75,7 @@ class SpottingVideo:
     fps: float
     intervals: tuple[Interval, ...] = ()
     split: str | None = None
+    annotations: tuple[AnnotationRow, ...] = ()
 
     def frame_labels(self) -> np.ndarray:
         """int64 ``(N,)`` per-frame labels (0 neutral, 1 macro, 2 micro; micro wins where both)."""

@@ -1,13 +1,22 @@
 """Training-free expression spotter: LBP feature difference against the frames ±L, thresholded into intervals.
 
-``python -m fertrain.spotting.baseline --videos V [V ...] --labels spotting.csv --out DIR [--config YAML]``
+``python -m fertrain.spotting.baseline --videos V [V ...] --labels spotting.csv --out DIR [--config YAML]
+[--protocol fertrain|megc2020|softnet|...]``
+
+``--config`` defaults to the ``spotting_baseline.yaml`` shipped inside the package (``fertrain/conf``, found with
+:func:`fertrain.config.config_dir`, so it works from a pip install); a bare name (``spotting_baseline``) is looked up
+there too. A kind without any ground truth among the videos has no F1: it is printed ``n/a`` and stored as ``null``
+in ``summary.json`` (its FP are still counted). Exit status (:mod:`fertrain.cli`): 0 ok, 2 bad input (config,
+labels, video path), 1 runtime failure; each error printed once.
 
 The classic MEGC baseline family (per-frame appearance features, difference of the current frame to frames k
 before and after, threshold, intervals): Moilanen, Zhao & Pietikäinen, "Spotting rapid facial movements from
 videos using appearance-based feature difference analysis", ICPR 2014 (LBP histograms on a block grid, χ²
 distance, mean of the M = 1/3 largest block differences); Li et al., "Towards reading hidden emotions", IEEE TAC
 2018 and the MEGC2019/2020 baselines (Li et al., FG 2019; He et al., FG 2020: feature difference / MDMD, threshold
-``mean + p (max - mean)``, peaks ± k). Per video:
+``mean + p (max - mean)``, runs of frames above it: HeyingGithub/Baseline-project-for-MEGC2020_spotting,
+``MDMD_codes/cmd.m``); peaks ± k is SOFTNet's interval rule (genbing99/SoftNet-SpotME, ``training.py``,
+``spotting``). Per video:
 
 1. Face crops from :mod:`fertrain.preprocess.faces` (``track_faces`` + ``crop_faces``); frames without a face
    are excluded, and each face span (run of face frames) is processed on its own, so no difference or interval
@@ -28,7 +37,7 @@ distance, mean of the M = 1/3 largest block differences); Li et al., "Towards re
 4. The score curve is smoothed (``smooth_s``), thresholded (``threshold``: number, ``"rel:P"`` = mean +
    P (max - mean) over the video's face frames, MEGC2020 baseline style) into runs, merged across gaps of up to
    ``merge_gap_s``, and each run becomes an interval (:func:`fertrain.spotting.postprocess.scores_to_intervals`).
-   ``mode: peaks`` gives the MEGC ``[peak - k, peak + k]`` intervals instead.
+   ``mode: peaks`` gives SOFTNet's ``[peak - k, peak + k]`` intervals instead.
 5. Kind by length (seconds, so that 30 fps CAS(ME)^2 and 200 fps SAMM-LV share one rule): shorter than
    ``micro_min_s`` dropped (counted), up to ``micro_max_s`` micro, longer macro. Defaults 7/30 s and 16/30 s
    follow the CAS(ME)^2 limits of :data:`~fertrain.spotting.postprocess.LENGTH_LIMITS` (SAMM-LV: 47/200 and
@@ -49,7 +58,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -57,6 +65,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
+from fertrain.cli import EXIT_OK, UsageError, guarded
 from fertrain.spotting.intervals import KINDS, Interval
 from fertrain.spotting.postprocess import resolve_threshold, scores_to_intervals, smooth_scores
 
@@ -363,18 +372,52 @@ def _videos(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _fmt(name: str, m: dict[str, float]) -> str:
+def no_ground_truth(m: dict[str, Any], kind: str) -> bool:
+    """True where ``kind`` has no ground truth in ``m`` (TP + FN = 0): recall, and so F1, are undefined."""
+    return int(m[f"{kind}/tp"]) + int(m[f"{kind}/fn"]) == 0
+
+
+def _fmt(name: str, m: dict[str, Any]) -> str:
     parts = [f"{name:<28}"]
     for kind in (*KINDS, "overall"):
-        parts.append(f"{kind} TP/FP/FN {int(m[f'{kind}/tp'])}/{int(m[f'{kind}/fp'])}/{int(m[f'{kind}/fn'])} "
-                     f"F1 {m[f'{kind}/f1']:.3f}")
+        f1 = "n/a" if no_ground_truth(m, kind) else f"{m[f'{kind}/f1']:.3f}"
+        parts.append(f"{kind} TP/FP/FN {int(m[f'{kind}/tp'])}/{int(m[f'{kind}/fp'])}/{int(m[f'{kind}/fn'])} F1 {f1}")
     return "  ".join(parts)
 
 
+def _undefined_to_null(m: dict[str, float]) -> dict[str, float | None]:
+    """``compute()`` dict with recall/F1 of kinds without ground truth set to None (``null`` in JSON, not 0)."""
+    out: dict[str, float | None] = dict(m)
+    for kind in (*KINDS, "overall"):
+        if no_ground_truth(m, kind):
+            out[f"{kind}/recall"] = out[f"{kind}/f1"] = None
+    return out
+
+
+def find_config(value: str | Path | None) -> Path:
+    """The baseline config file: ``value`` as a path, else ``<config_dir>/<value>[.yaml]`` (the configs shipped in
+    the package); ``None``: the packaged ``spotting_baseline.yaml``.
+
+    Raises:
+        FileNotFoundError: neither exists (names both places).
+    """
+    from fertrain.config import config_dir
+
+    name = "spotting_baseline.yaml" if value is None else str(value)
+    path = Path(name)
+    if value is not None and path.is_file():
+        return path
+    for cand in (config_dir() / name, config_dir() / f"{name}.yaml"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"--config {name}: no such file, and not in the packaged configs ({config_dir()})")
+
+
 def run(videos: Sequence[str | Path], labels: str | Path, out: str | Path,
-        cfg: BaselineConfig | None = None, only_labelled: bool = False) -> dict[str, Any]:
-    """Spot every video, evaluate against ``labels`` (MEGC F1, :class:`~fertrain.metrics.spotting.SpottingF1`)
-    and write ``out/result_log.csv`` (MEGC-style), ``out/predictions.csv`` and ``out/summary.json``.
+        cfg: BaselineConfig | None = None, only_labelled: bool = False, protocol: str = "fertrain") -> dict[str, Any]:
+    """Spot every video, evaluate against ``labels`` (spotting F1 under ``protocol``,
+    :class:`~fertrain.metrics.spotting.SpottingF1`) and write ``out/result_log.csv`` (MEGC-style),
+    ``out/predictions.csv`` and ``out/summary.json``. Recall and F1 of a kind without ground truth are ``None``.
 
     A video without a label row counts as having no ground truth (all its predictions are FP) unless
     ``only_labelled``, in which case it is skipped and listed. Labelled videos not given are listed too.
@@ -392,8 +435,8 @@ def run(videos: Sequence[str | Path], labels: str | Path, out: str | Path,
     paths = _videos(videos)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    metric = SpottingF1()
-    per_video: dict[str, dict[str, float]] = {}
+    metric = SpottingF1(protocol=protocol)
+    per_video: dict[str, dict[str, Any]] = {}
     stats: dict[str, dict[str, int]] = {}
     skipped: list[str] = []
     pred_rows: list[dict[str, Any]] = []
@@ -403,14 +446,14 @@ def run(videos: Sequence[str | Path], labels: str | Path, out: str | Path,
             skipped.append(name)
             continue
         res = spot_video_file(path, cfg)
-        per_video[name] = metric(res.intervals, gt.get(name, []), name)
+        per_video[name] = _undefined_to_null(metric(res.intervals, gt.get(name, []), name))
         stats[name] = {**res.stats, "k": res.k}
         pred_rows += [{"video": name, "onset": iv.onset, "offset": iv.offset, "kind": iv.kind,
                        "score": round(iv.score, 6)} for iv in res.intervals]
         print(_fmt(name, per_video[name]))
         print(f"{'':<28}predicted {[(iv.onset, iv.offset, iv.kind) for iv in res.intervals]}  "
               f"truth {[(iv.onset, iv.offset, iv.kind) for iv in gt.get(name, [])]}  stats {res.stats}")
-    pooled = metric.compute()
+    pooled = _undefined_to_null(metric.compute())
     print(_fmt(f"POOLED ({len(per_video)} videos)", pooled))
     not_given = sorted(set(gt) - set(per_video))
     if skipped:
@@ -423,32 +466,37 @@ def run(videos: Sequence[str | Path], labels: str | Path, out: str | Path,
         w.writeheader()
         w.writerows(pred_rows)
     summary = {"per_video": per_video, "pooled": pooled, "skipped": skipped, "not_given": not_given,
-               "stats": stats, "config": dataclasses.asdict(cfg)}
+               "stats": stats, "config": dataclasses.asdict(cfg), "protocol": metric.protocol}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"written: {out / 'result_log.csv'}, {out / 'predictions.csv'}, {out / 'summary.json'}")
     return summary
 
 
+@guarded("python -m fertrain.spotting.baseline")
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fertrain.spotting.baseline``; exit status 2 on bad input."""
+    """``python -m fertrain.spotting.baseline``; exit status per :mod:`fertrain.cli` (2 on bad input)."""
+    from fertrain.spotting.protocols import PRESETS
+
     parser = argparse.ArgumentParser(prog="python -m fertrain.spotting.baseline",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", nargs="+", required=True, help="video files and/or folders of videos")
     parser.add_argument("--labels", required=True, help="CSV video,onset,apex,offset,type (0-based frames)")
     parser.add_argument("--out", required=True, help="output folder (result_log.csv, predictions.csv, summary.json)")
     parser.add_argument("--config", default=None,
-                        help="YAML of BaselineConfig fields (e.g. conf/spotting_baseline.yaml)")
+                        help="YAML of BaselineConfig fields: a path or a name in the packaged configs "
+                             "(default: the packaged spotting_baseline.yaml)")
     parser.add_argument("--only-labelled", action="store_true", help="skip videos without a label row (listed)")
+    parser.add_argument("--protocol", default="fertrain", choices=list(PRESETS),
+                        help="evaluation protocol (docs/spotting_protocols.md)")
     args = parser.parse_args(argv)
-    from fertrain.data.records import DatasetError
-
+    path = find_config(args.config)
     try:
-        cfg = BaselineConfig.from_yaml(args.config) if args.config else BaselineConfig()
-        run(args.videos, args.labels, args.out, cfg, args.only_labelled)
-    except (DatasetError, FileNotFoundError, ValueError) as e:
-        print(f"fertrain.spotting.baseline: {e}", file=sys.stderr)
-        return 2
-    return 0
+        cfg = BaselineConfig.from_yaml(path)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"{path}: {e}") from None
+    print(f"config: {path}")
+    run(args.videos, args.labels, args.out, cfg, args.only_labelled, args.protocol)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -3,18 +3,22 @@
 Two ways to turn a score curve into intervals (``mode``):
 
 * ``"threshold"``: runs of consecutive frames whose smoothed score is >= the threshold become intervals
-  (frame-classification spotters such as FESNet's per-frame neutral/macro/micro output).
-* ``"peaks"``: every local maximum above the threshold (``scipy.signal.find_peaks``, at least ``k`` frames
-  apart) becomes ``[peak - k, peak + k]`` clipped to the video, the MEGC2020 baseline / SOFTNet rule (He et al.,
-  FG 2020 MEGC baseline; Liong et al., "Shallow optical flow three-stream CNN" / SOFTNet, MEGC2021), with ``k``
-  half the mean expression length of the training annotations (:func:`k_from_annotations`).
+  (frame-classification spotters such as FESNet's per-frame neutral/macro/micro output; the MEGC2020 baseline
+  marks the frames whose MDMD feature exceeds its threshold, HeyingGithub/Baseline-project-for-MEGC2020_spotting,
+  ``MDMD_codes/cmd.m``).
+* ``"peaks"``: every local maximum above the threshold (``scipy.signal.find_peaks``, at least ``k`` frames apart)
+  becomes ``[peak - k, peak + k]`` clipped to the video: SOFTNet's rule (genbing99/SoftNet-SpotME, ``training.py``,
+  ``spotting``: ``find_peaks(height=threshold, distance=k)``, then ``[peak - k, peak + k]``), with ``k`` half the
+  mean expression length of the training annotations (:func:`k_from_annotations`).
 
 Then intervals closer than ``merge_gap`` frames are merged and intervals outside ``[min_len, max_len]`` frames
 are dropped (counted in ``stats``). Threshold strings: ``"rel:P"`` = ``mean + P * (max - mean)`` of the smoothed
-curve (the MEGC2020 baseline threshold, He et al. 2020, also SOFTNet), ``"std:X"`` = ``mean + X * std``.
+curve (Moilanen et al., ICPR 2014; the MEGC2020 baseline, ``cmd.m``: ``T = cmean + 0.01 p (cmax - cmean)``;
+SOFTNet, ``training.py`` ``spotting``), ``"std:X"`` = ``mean + X * std``.
 
-Per-type length limits (frames) used in the literature for CAS(ME)^2 at 30 fps and SAMM-LV at 200 fps are in
-:data:`LENGTH_LIMITS` (micro <= 0.5 s; values as given in this project's issue).
+Per-type length limits (frames) for CAS(ME)^2 at 30 fps and SAMM-LV at 200 fps are in :data:`LENGTH_LIMITS`:
+those of the MEGC2020 evaluation scripts (``MDMD_results/evaluation_all_p.py``: CAS(ME)^2 micro 7-16, macro >= 17;
+SAMM micro 47-105, macro >= 106), which drop the other predictions before counting.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ def smooth_scores(scores: np.ndarray, window: int) -> np.ndarray:
 
 
 def resolve_threshold(scores: np.ndarray, threshold: float | str) -> float:
-    """A number, or ``"rel:P"`` -> ``mean + P (max - mean)`` (MEGC2020 baseline), ``"std:X"`` -> mean + X std.
+    """A number, or ``"rel:P"`` -> ``mean + P (max - mean)`` (Moilanen; MEGC2020 baseline ``cmd.m``; SOFTNet),
+    ``"std:X"`` -> mean + X std.
 
     Raises:
         ValueError: an unknown threshold string.
@@ -112,7 +117,7 @@ def scores_to_intervals(scores: np.ndarray, kind: str, *, smooth: int = 1, thres
         merge_gap: merge intervals separated by at most this many frames (0: only touching/overlapping).
         mode: ``"threshold"`` (runs above threshold) or ``"peaks"`` (``[peak - k, peak + k]``).
         k: half-width in frames for ``mode="peaks"`` (required there), see :func:`k_from_annotations`.
-        peak_distance: minimum distance between peaks in frames (default ``k``, as SOFTNet).
+        peak_distance: minimum distance between peaks in frames (default ``k``, as SOFTNet's ``find_peaks``).
         stats: if given, incremented with ``candidates``, ``too_short``, ``too_long``, ``kept``.
     Returns:
         Intervals sorted by onset; ``score`` = maximum smoothed score inside the interval.
@@ -202,15 +207,25 @@ def spot_video(frame_scores: np.ndarray, cfg: Mapping[str, Any]) -> list[Interva
     return sorted(out, key=lambda iv: (iv.onset, iv.kind))
 
 
-def k_from_annotations(intervals: Iterable[Interval], kind: str | None = None) -> int:
-    """``k`` = half the mean expression length in frames, rounded, at least 1 (MEGC2020 baseline, SOFTNet).
+def k_from_annotations(intervals: Iterable[Interval], kind: str | None = None, rounding: str = "floor") -> int:
+    """``k`` = half the mean expression length in frames, at least 1.
+
+    ``rounding="floor"`` (default) is SOFTNet's ``cal_k`` (genbing99/SoftNet-SpotME, ``load_label.py``:
+    ``N = mean(offset - onset)``, ``k = int((N + 1) / 2)``, i.e. the floor of half the mean inclusive length);
+    ``"round"`` rounds to nearest (fertrain before; ours). They differ where the half length has a fraction >= .5:
+    on the public ground truth (MEGC2020's ``all_Info.txt``) CAS(ME)^2 micro gives 6 (floor) vs 7 (round), SAMM-LV
+    macro without its onset-0 rows 174 vs 175. The MEGC2020 baseline does not derive ``k`` from annotations: its
+    MDMD uses fixed values (``MDMD_codes/cmd.m``: CAS(ME)^2 micro 12, macro 39; SAMM micro 80, macro 260).
 
     Compute it from the TRAINING annotations (per kind if ``kind`` is given), never from the test fold.
 
     Raises:
-        ValueError: no interval (of that kind).
+        ValueError: no interval (of that kind), or an unknown ``rounding``.
     """
+    if rounding not in ("floor", "round"):
+        raise ValueError(f"k_from_annotations: rounding must be 'floor' (SOFTNet) or 'round', got {rounding!r}")
     lengths = [len(iv) for iv in intervals if kind is None or iv.kind == kind]
     if not lengths:
         raise ValueError(f"k_from_annotations: no annotated interval{'' if kind is None else ' of kind ' + kind}")
-    return max(1, int(round(float(np.mean(lengths)) / 2.0)))
+    half = float(np.mean(lengths)) / 2.0
+    return max(1, int(half) if rounding == "floor" else int(round(half)))

@@ -8,13 +8,18 @@ averaged over stages; the cascade-refined stages (``1..S``) also get the tempora
 Validation / test: the softmax of the final stage is averaged over all windows that cover a frame, per video
 (windows may come in any order and batch; under DDP the sums are all-reduced), source frames take the score of
 their sampled frame, and :func:`fertrain.spotting.postprocess.spot_video` turns the ``(N, 3)`` scores into
-intervals, compared with the ground truth by :class:`fertrain.metrics.spotting.SpottingF1`. A frame no window
-covered (e.g. with ``limit_val_batches``) counts as neutral; the number is logged.
+intervals, compared with the ground truth by :class:`fertrain.metrics.spotting.SpottingF1` under the evaluation
+protocol ``metric.protocol`` (a preset of :mod:`fertrain.spotting.protocols`, default ``fertrain``; named rules
+overridden by ``metric.rules``) and, on request, under the protocols ``metric.also`` as well (same proposals). A
+frame no window covered (e.g. with ``limit_val_batches``) counts as neutral; the number is logged.
 
-Logged per stage tag (``val``, ``test_best``, ...): ``{tag}/f1`` (overall F1, the monitored metric) and
-``{tag}/{macro,micro,overall}/{tp,fp,fn,precision,recall,f1}``; in training ``train/loss``, ``train/ce``,
-``train/smooth``. The test writes ``<run_dir>/spotting/result_log_<tag>.csv`` (MEGC-style rows) and
-``predictions_<tag>.csv`` (every predicted interval).
+Logged per stage tag (``val``, ``test_best``, ...): ``{tag}/f1`` (overall F1 of ``metric.protocol``, the monitored
+metric), ``{tag}/{macro,micro,overall}/{tp,fp,fn,precision,recall,f1}`` and, per protocol of ``metric.also``,
+``{tag}/{protocol}/{kind}/{...}``; in training ``train/loss``, ``train/ce``, ``train/smooth``. The test writes
+``<run_dir>/spotting/result_log_<tag>.csv`` (MEGC-style rows under ``metric.protocol``), ``predictions_<tag>.csv``
+(every predicted interval) and, with ``plots=true``, one PNG per video ``<run_dir>/spotting/plots/<tag>/<video>.png``
+(:func:`fertrain.spotting.plots.plot_spotting_video`: score curve, ground truth, proposals coloured TP/FP, missed
+GTs; macro and micro rows), also sent to the active TensorBoard / wandb loggers.
 """
 
 from __future__ import annotations
@@ -30,25 +35,38 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from fertrain.metrics.spotting import SpottingF1, prf
+from fertrain.cli import UsageError
+from fertrain.metrics.spotting import SpottingF1, counts_to_metrics, prf
 from fertrain.spotting.intervals import KINDS
-from fertrain.spotting.postprocess import spot_video
+from fertrain.spotting.postprocess import resolve_threshold, smooth_scores, spot_video
+from fertrain.spotting.protocols import PRESETS, resolve_rules
 
 log = logging.getLogger(__name__)
 
 COUNT_KEYS = ("tp", "fp", "fn")
 
 
+#: Keys summed when folds are pooled (the last part of ``{prefix}{kind}/{key}``), and the free-standing counts.
+SUMMED = ("tp", "fp", "fn", "videos", "dummies")
+
+
 def pool_counts(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Pool ``SpottingF1.compute()`` dicts (folds) by SUMMING TP/FP/FN per kind, then recomputing precision,
-    recall and F1 (MEGC: F1 of the pooled counts, not the mean of per-fold F1s)."""
+    """Pool ``SpottingF1.compute()`` dicts (folds) by SUMMING TP/FP/FN (and the ``videos``/``dummies``/
+    ``quirk_changes`` counts) per protocol prefix and kind, then recomputing precision, recall and F1 (MEGC: F1 of
+    the pooled counts, not the mean of per-fold F1s). Keys of the ``metric.also`` protocols (``softnet/macro/tp``)
+    are pooled the same way."""
+    sums: dict[str, float] = {}
+    for r in results:
+        for key, v in r.items():
+            last = key.rsplit("/", 1)[-1]
+            if (last in SUMMED and key.rsplit("/", 2)[-2] in KINDS) or last == "quirk_changes":
+                sums[key] = sums.get(key, 0.0) + float(v)
+    prefixes = sorted({k[: -len("macro/tp")] for k in sums if k.endswith("macro/tp")} | {""})
     out: dict[str, float] = {}
-    total = [0, 0, 0]
-    for kind in KINDS:
-        c = [int(sum(r.get(f"{kind}/{k}", 0.0) for r in results)) for k in COUNT_KEYS]
-        total = [a + b for a, b in zip(total, c)]
-        out.update(_block(kind, *c))
-    out.update(_block("overall", *total))
+    for prefix in prefixes:
+        block = {k[len(prefix):]: v for k, v in sums.items() if k.startswith(prefix)
+                 and (k[len(prefix):].split("/")[0] in KINDS or k[len(prefix):] == "quirk_changes")}
+        out.update({prefix + k: v for k, v in counts_to_metrics(block).items()})
     return out
 
 
@@ -58,10 +76,10 @@ def _block(name: str, tp: int, fp: int, fn: int) -> dict[str, float]:
             f"{name}/recall": r, f"{name}/f1": f}
 
 
-def format_counts(res: Mapping[str, float]) -> str:
-    """One line: ``macro F1 0.500 (TP 1, FP 1, FN 1) | micro ... | overall ...``."""
-    return " | ".join(f"{k} F1 {res[f'{k}/f1']:.3f} (TP {int(res[f'{k}/tp'])}, FP {int(res[f'{k}/fp'])}, "
-                      f"FN {int(res[f'{k}/fn'])})" for k in (*KINDS, "overall"))
+def format_counts(res: Mapping[str, float], prefix: str = "") -> str:
+    """One line: ``macro F1 0.500 (TP 1, FP 1, FN 1) | micro ... | overall ...`` (keys ``{prefix}{kind}/...``)."""
+    return " | ".join(f"{k} F1 {res[f'{prefix}{k}/f1']:.3f} (TP {int(res[f'{prefix}{k}/tp'])}, FP "
+                      f"{int(res[f'{prefix}{k}/fp'])}, FN {int(res[f'{prefix}{k}/fn'])})" for k in (*KINDS, "overall"))
 
 
 def print_spotting_summary(summary: Mapping[str, Any]) -> None:
@@ -69,23 +87,35 @@ def print_spotting_summary(summary: Mapping[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = f"fertrain · {summary['experiment']} · {summary['run_dir']}"
+    metric = summary.get("metric") or {}
+    protocol = metric.get("protocol", "fertrain")
+    title = f"fertrain · {summary['experiment']} · {summary['run_dir']} · evaluator {protocol}"
     if summary.get("folds"):
         title += f" · LOSO, {len(summary['folds'])} folds, counts pooled"
     table = Table(title=title)
-    for col in ("stage", "kind", "TP", "FP", "FN", "precision", "recall", "F1"):
+    for col in ("stage", "protocol", "kind", "TP", "FP", "FN", "precision", "recall", "F1"):
         table.add_column(col)
     console = Console()
     for key in ("val", "test"):
         res = summary.get(key)
         if not res:
             continue
-        for kind in (*KINDS, "overall"):
-            table.add_row(key if kind == "macro" else "", kind, *(str(int(res[f"{kind}/{c}"])) for c in COUNT_KEYS),
-                          *(f"{res[f'{kind}/{m}']:.4f}" for m in ("precision", "recall", "f1")))
+        for name, prefix in [(protocol, "")] + [(a, f"{a}/") for a in metric.get("also", [])]:
+            if f"{prefix}macro/tp" not in res:
+                continue
+            for kind in (*KINDS, "overall"):
+                table.add_row(key if kind == "macro" and not prefix else "", name if kind == "macro" else "", kind,
+                              *(str(int(res[f"{prefix}{kind}/{c}"])) for c in COUNT_KEYS),
+                              *(f"{res[f'{prefix}{kind}/{m}']:.4f}" for m in ("precision", "recall", "f1")))
     console.print(table)
     if summary.get("test"):
-        print(f"spotting test: {format_counts(summary['test'])}")
+        print(f"spotting test ({protocol}): {format_counts(summary['test'])}")
+        for a in metric.get("also", []):
+            if f"{a}/macro/tp" in summary["test"]:
+                print(f"spotting test ({a}): {format_counts(summary['test'], f'{a}/')}")
+        if summary["test"].get("quirk_changes"):
+            print(f"MEGC2020 quirks changed the counts of {int(summary['test']['quirk_changes'])} (video, kind) units "
+                  f"(summary.json: test.quirk_changes)")
 
 
 class SpottingTask(pl.LightningModule):
@@ -104,11 +134,16 @@ class SpottingTask(pl.LightningModule):
             choice), a list of ``K`` weights, or None (unweighted).
         class_weight_power: exponent of the balanced weights (0.5: square-root balancing).
         postprocess: :func:`fertrain.spotting.postprocess.spot_video` config (thresholds, lengths, per kind).
-        iou_threshold, one_to_one: :class:`fertrain.metrics.spotting.SpottingF1` settings.
+        metric: the evaluation: ``{"protocol": preset name, "also": [preset names], "rules": {rule: value}}``
+            (:mod:`fertrain.spotting.protocols`; ``rules`` override the main protocol's named rules).
+        iou_threshold, one_to_one: shortcuts for ``metric.rules.iou_threshold`` and ``metric.protocol=one_to_one``
+            (None: not set).
+        plots: write (and log) one spotting plot per test video.
         result_dir: where result logs go (default ``<trainer.default_root_dir>/spotting``).
 
     Raises:
         ValueError: class weights with a loss that is not ``nn.CrossEntropyLoss``, or of the wrong length.
+        fertrain.cli.UsageError: an unknown protocol or rule in ``metric`` (named).
         FloatingPointError: a non-finite training loss.
     """
 
@@ -118,7 +153,8 @@ class SpottingTask(pl.LightningModule):
                  class_names: Sequence[str], scheduler: Callable[..., Any] | None = None,
                  smooth_loss: nn.Module | None = None, smooth_weight: float = 0.15,
                  class_weights: str | Sequence[float] | None = "balanced", class_weight_power: float = 0.5,
-                 postprocess: Mapping[str, Any] | None = None, iou_threshold: float = 0.5, one_to_one: bool = False,
+                 postprocess: Mapping[str, Any] | None = None, metric: Mapping[str, Any] | None = None,
+                 iou_threshold: float | None = None, one_to_one: bool | None = None, plots: bool = True,
                  result_dir: str | None = None) -> None:
         super().__init__()
         self.net = net
@@ -141,14 +177,56 @@ class SpottingTask(pl.LightningModule):
         if isinstance(postprocess, DictConfig):
             postprocess = OmegaConf.to_container(postprocess, resolve=True)
         self.postprocess = dict(postprocess or {"threshold": 0.5})
-        self.iou_threshold, self.one_to_one = float(iou_threshold), bool(one_to_one)
+        if isinstance(metric, DictConfig):
+            metric = OmegaConf.to_container(metric, resolve=True)
+        self.metric_cfg = self._check_metric(dict(metric or {}), iou_threshold, one_to_one)
+        self.plots = bool(plots)
         self.result_dir = result_dir
         self.ignore_index = int(getattr(loss, "ignore_index", -100))
         self._acc: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.val_history: list[dict[str, float]] = []
+        self._last_scores: dict[str, np.ndarray] = {}
         self.test_tag = "test"
         self.last_test: dict[str, Any] = {}
         self.fertrain_config: dict | None = None
+
+    @staticmethod
+    def _check_metric(cfg: dict[str, Any], iou_threshold: float | None, one_to_one: bool | None) -> dict[str, Any]:
+        """Validate ``metric`` (protocol, also, rules) once, at construction: a bad name fails before training."""
+        unknown = sorted(set(cfg) - {"protocol", "also", "rules"})
+        if unknown:
+            raise UsageError(f"metric: unknown keys {unknown}; expected protocol, also, rules")
+        protocol = "one_to_one" if one_to_one else str(cfg.get("protocol") or "fertrain")
+        rules = {k: v for k, v in dict(cfg.get("rules") or {}).items() if v is not None}  # null = the preset's
+        if isinstance(rules.get("ground_truth"), Mapping):
+            rules["ground_truth"] = {k: v for k, v in rules["ground_truth"].items() if v is not None}
+            if not rules["ground_truth"]:
+                del rules["ground_truth"]
+        if iou_threshold is not None:
+            rules["iou_threshold"] = float(iou_threshold)
+        also = [str(a) for a in (cfg.get("also") or [])]
+        try:
+            main = resolve_rules(protocol, rules)
+            for a in also:
+                resolve_rules(a)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        also = [a for a in dict.fromkeys(also) if a != protocol]
+        return {"protocol": protocol, "also": also, "rules": rules, "name": main.name}
+
+    def metrics(self) -> dict[str, SpottingF1]:
+        """Fresh metrics: the main protocol under key ``""`` and each ``metric.also`` protocol under its name."""
+        out = {"": SpottingF1(protocol=self.metric_cfg["protocol"], rules=self.metric_cfg["rules"],
+                              sync_on_compute=False)}
+        for a in self.metric_cfg["also"]:
+            out[a] = SpottingF1(protocol=a, sync_on_compute=False)
+        return out
+
+    def metric_summary(self) -> dict[str, Any]:
+        """What ``summary.json`` records about the evaluation (protocol, its rules and source, the others)."""
+        main = resolve_rules(self.metric_cfg["protocol"], self.metric_cfg["rules"])
+        return {"protocol": main.name, "also": list(self.metric_cfg["also"]), "rules": main.describe(),
+                "also_rules": {a: PRESETS[a].describe() for a in self.metric_cfg["also"]}}
 
     # ---------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -259,19 +337,28 @@ class SpottingTask(pl.LightningModule):
 
     def _evaluate(self, stage: str) -> tuple[dict[str, float], SpottingF1, list[tuple[str, Any]]]:
         videos = self._split_dataset(stage).videos
-        metric = SpottingF1(self.iou_threshold, self.one_to_one, sync_on_compute=False)
+        metrics = self.metrics()
         preds_all = []
         stats: dict[str, Any] = {}
-        for v, scores in zip(videos, self.video_scores(stage)):
+        scores_all = self.video_scores(stage)
+        for v, scores in zip(videos, scores_all):
             preds = spot_video(scores, {**self.postprocess, "stats": stats})
-            metric.update(preds, list(v.intervals), v.video_id)
+            for m in metrics.values():
+                m.update_video(preds, v)
             preds_all += [(v.video_id, iv) for iv in preds]
-        out = metric.compute()
+        out = metrics[""].compute()
+        for name, m in metrics.items():
+            if name:
+                out.update({f"{name}/{k}": val for k, val in m.compute().items()})
         tag = self._tag(stage)
         self.log(f"{tag}/f1", out["overall/f1"], prog_bar=True)
         self.log_dict({f"{tag}/{k}": v for k, v in out.items()})
-        log.info("%s: %s (post-processing: %s)", tag, format_counts(out), stats)
-        return out, metric, preds_all
+        log.info("%s (%s): %s (post-processing: %s)", tag, metrics[""].protocol, format_counts(out), stats)
+        for name in metrics:
+            if name:
+                log.info("%s (%s): %s", tag, name, format_counts(out, f"{name}/"))
+        self._last_scores = dict(zip((v.video_id for v in videos), scores_all))
+        return out, metrics[""], preds_all
 
     def on_validation_epoch_end(self) -> None:
         out, _, _ = self._evaluate("val")
@@ -293,12 +380,39 @@ class SpottingTask(pl.LightningModule):
                 w = csv.writer(f)
                 w.writerow(["video", "kind", "onset", "offset", "score"])
                 w.writerows([vid, iv.kind, iv.onset, iv.offset, f"{iv.score:.4f}"] for vid, iv in preds)
+            if self.plots:
+                self.write_plots(metric, root / "plots" / self.test_tag)
+
+    def write_plots(self, metric: SpottingF1, folder: Path) -> list[Path]:
+        """One spotting plot per evaluated video (:func:`fertrain.spotting.plots.plot_spotting_video`) into
+        ``folder``, each also logged to the active TensorBoard / wandb loggers as ``<tag>/spotting/<video>``."""
+        from fertrain.spotting.plots import log_image, plot_spotting_video
+
+        videos = {v.video_id: v for v in self._split_dataset("test").videos}
+        written = []
+        for video_id, _subject, results in metric.details:
+            v = videos[video_id]
+            scores = self._last_scores.get(video_id)
+            curves, thresholds = {}, {}
+            if scores is not None:
+                for kind, col in (("macro", 1), ("micro", 2)):
+                    cfg = {**self.postprocess, **(self.postprocess.get(kind) or {})}
+                    curves[kind] = smooth_scores(scores[:, col], int(cfg.get("smooth", 1) or 1))
+                    thresholds[kind] = resolve_threshold(curves[kind], cfg.get("threshold", 0.5))
+            png = plot_spotting_video(folder / f"{video_id}.png", video_id, v.num_frames, curves, results,
+                                      thresholds=thresholds, fps=v.fps, protocol=metric.protocol,
+                                      title=f"{self.test_tag} · subject {v.subject}")
+            log_image(self.trainer.loggers, f"{self.test_tag}/spotting/{video_id}", png, self.global_step)
+            written.append(png)
+        log.info("%s: %d spotting plots in %s", self.test_tag, len(written), folder)
+        return written
 
     # ------------------------------------------------------- run summary
     def finalize_summary(self, summary: dict[str, Any]) -> None:
         """Add the spotting keys to a run summary (``fertrain.train.run``): ``task``, ``val`` (best epoch's
         counts), ``test`` (the test of the checkpoint selected on val, else of the last weights)."""
         summary["task"] = "spotting"
+        summary["metric"] = self.metric_summary()
         if summary.get("val_best"):
             summary["val"] = summary["val_best"]
         for key in (("test_best",) if summary.get("val_best") else ()) + ("test_last",):
@@ -312,7 +426,11 @@ class SpottingTask(pl.LightningModule):
         """Summary keys of a LOSO run from its folds' summaries: ``folds`` {subject: test counts} and ``test``
         (counts summed over folds, then F1)."""
         folds = {s: dict(fs["test"]) for s, fs in fold_summaries.items() if fs.get("test")}
-        return {"task": "spotting", "protocol": "loso", "folds": folds, "test": pool_counts(list(folds.values()))}
+        metric = next((fs["metric"] for fs in fold_summaries.values() if fs.get("metric")), None)
+        out = {"task": "spotting", "protocol": "loso", "folds": folds, "test": pool_counts(list(folds.values()))}
+        if metric is not None:
+            out["metric"] = metric
+        return out
 
     print_summary = staticmethod(print_spotting_summary)
 

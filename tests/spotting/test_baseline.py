@@ -104,3 +104,29 @@ def test_real_videos_find_the_smile(shared_dir: Path, tmp_path: Path) -> None:
     assert (pooled["macro/tp"], pooled["macro/fn"]) == (3.0, 0.0)
     assert json.loads((tmp_path / "summary.json").read_text())["pooled"]["macro/tp"] == 3.0
     assert (tmp_path / "result_log.csv").read_text().count(",TP") == 3
+
+
+def test_kind_without_ground_truth_is_na_and_cli_contract(tmp_path: Path, capsys) -> None:
+    """No micro ground truth: micro F1 is "n/a" (null in summary.json), not 0.000; the packaged config is found by
+    name; bad input exits 2 with one line."""
+    from fertrain.config import config_dir
+    from fertrain.spotting import baseline
+    from fertrain.spotting.baseline import find_config, main
+
+    m = {"macro/tp": 1.0, "macro/fp": 0.0, "macro/fn": 0.0, "macro/f1": 1.0, "micro/tp": 0.0, "micro/fp": 2.0,
+         "micro/fn": 0.0, "micro/f1": 0.0, "overall/tp": 1.0, "overall/fp": 2.0, "overall/fn": 0.0, "overall/f1": 0.5}
+    line = baseline._fmt("v.mp4", m)
+    assert "micro TP/FP/FN 0/2/0 F1 n/a" in line and "macro TP/FP/FN 1/0/0 F1 1.000" in line
+    assert baseline._undefined_to_null({**m, "micro/recall": 0.0})["micro/f1"] is None
+    assert find_config(None) == config_dir() / "spotting_baseline.yaml"
+    assert find_config("spotting_baseline") == config_dir() / "spotting_baseline.yaml"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,onset,apex,offset,type\na.mp4,1,2,3,macro\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--videos", str(tmp_path / "missing.mp4"), "--labels", str(labels), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "missing.mp4 is neither a video file nor a folder" in err
+    with pytest.raises(SystemExit) as e:
+        main(["--videos", str(tmp_path), "--labels", str(labels), "--out", str(tmp_path / "o"), "--config", "nope"])
+    assert e.value.code == 2 and "--config nope: no such file" in capsys.readouterr().err

@@ -123,16 +123,26 @@ def test_one_to_one_maximum_matching_beats_greedy() -> None:
     assert counts(metric, "macro") == (1, 2, 0)
 
 
-def test_prf_zero_denominators_and_state_is_summed_counts() -> None:
+def test_prf_zero_denominators_and_state_is_concatenated_rows() -> None:
     assert prf(0, 0, 0) == (0.0, 0.0, 0.0)
     assert prf(3, 1, 2) == pytest.approx((0.75, 0.6, 2 * 0.45 / 1.35))
+    # DDP contract: one long row per (video, kind), concatenated across ranks; pooled counts = one process's counts
+    a, b, single = SpottingF1(), SpottingF1(), SpottingF1()
+    assert "cat" in str(a._reductions["rows"])
+    videos = [([M(0, 9)], [M(0, 9), M(20, 29)], "v1"), ([m(3, 9), M(40, 49)], [m(3, 9)], "v2")]
+    a.update(*videos[0])
+    b.update(*videos[1])
+    for v in videos:
+        single.update(*v)
+    merged = SpottingF1()
+    merged.rows = torch.cat([torch.cat(a.rows), torch.cat(b.rows)])  # what dim_zero_cat leaves after a sync
+    merged._update_count = 2
+    assert merged.compute() == single.compute()
+    assert counts(single, "macro") == (1, 1, 1) and counts(single, "micro") == (1, 0, 0)
     metric = SpottingF1()
-    # DDP contract: three long count tensors reduced by sum
-    assert metric._reductions["tp"].__name__ == "dim_zero_sum" or "sum" in str(metric._reductions["tp"])
-    assert metric.tp.dtype == torch.long and metric.tp.shape == (2,)
     metric.update([M(0, 9)], [M(0, 9)], "v")
     metric.reset()
-    assert counts(metric, "macro") == (0, 0, 0) and metric.result_log() == []
+    assert counts(metric, "macro") == (0, 0, 0) and metric.result_log() == [] and metric.details == []
 
 
 def test_result_log_rows_and_csv(tmp_path: Path) -> None:

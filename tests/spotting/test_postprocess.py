@@ -88,9 +88,13 @@ def test_spot_video_per_kind_settings() -> None:
 
 def test_k_from_annotations() -> None:
     ivs = [Interval(0, 9, "micro"), Interval(0, 13, "micro"), Interval(0, 99, "macro")]
-    # micro lengths 10 and 14 -> mean 12 -> k 6; macro 100 -> 50; all: mean 124/3 = 41.33 -> 20.67 -> 21
+    # micro lengths 10 and 14 -> mean 12 -> k 6; macro 100 -> 50; all: mean 124/3 = 41.33 -> 20.67 -> floor 20
+    # (SOFTNet's cal_k: int((mean(offset - onset) + 1) / 2) = int(20.67) = 20), rounded 21
     assert k_from_annotations(ivs, kind="micro") == 6
     assert k_from_annotations(ivs, kind="macro") == 50
-    assert k_from_annotations(ivs) == 21
+    assert k_from_annotations(ivs) == 20
+    assert k_from_annotations(ivs, rounding="round") == 21
+    # SOFTNet's formula on the same intervals (offset - onset are 9, 13, 99)
+    assert k_from_annotations(ivs) == int((sum(iv.offset - iv.onset for iv in ivs) / 3 + 1) / 2)
     with pytest.raises(ValueError, match="no annotated interval of kind micro"):
         k_from_annotations([Interval(0, 9, "macro")], kind="micro")

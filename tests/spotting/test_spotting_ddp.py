@@ -24,7 +24,8 @@ TINY = [f"{SRC}.num_subjects=3", f"{SRC}.videos_per_subject=1", f"{SRC}.num_fram
         "data.datamodule.sampler.stride=4", "data.datamodule.sampler.train_stride=4", "data.datamodule.batch_size=4",
         "model.widths=[8,8,8]", "model.token_grid=2", "model.heads=2", "model.layers_per_stage=1", "debug=limit",
         "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0", "data.datamodule.num_workers=0",
-        "data.postprocess.threshold=rel:0.3"]  # relative threshold: an untrained network still predicts intervals
+        "data.postprocess.threshold=rel:0.3",  # relative threshold: an untrained network still predicts intervals
+        "task.plots=false"]
 
 
 def test_cli_ddp_spotting_counts_equal_single_process(tmp_path: Path) -> None:

@@ -40,22 +40,57 @@ def _check_loso(summary: dict, folds: list[str], num_gt: int, capsys) -> None:
 
 
 def test_casme2_fesnet_loso(tmp_path: Path, capsys) -> None:
+    """A debug LOSO run with every other evaluator on request: pooled counts per evaluator, the evaluator in
+    summary.json, one spotting plot PNG per test video, and ``fertrain.predict`` on the spotting checkpoint."""
+    from PIL import Image
+
     root = make_miniature_casme2(tmp_path / "CASME2", folders=(15, 16), num_frames=40, size=16)
-    summary = run_experiment(["+experiment=casme2_fesnet", f"data.root={root}", *TINY], tmp_path)
+    also = ["megc2020", "softnet", "strs", "auwgcn"]
+    summary = run_experiment(["+experiment=casme2_fesnet", f"data.root={root}", f"metric.also=[{','.join(also)}]",
+                              "data.postprocess.threshold=rel:0.3", *TINY], tmp_path)
     _check_loso(summary, ["s15", "s16"], num_gt=6, capsys=capsys)
+    assert summary["metric"]["protocol"] == "fertrain" and summary["metric"]["also"] == also
+    assert summary["metric"]["rules"]["matching"] == "found"
+    pooled = summary["test"]
+    for name in also:
+        for kind in ("macro", "micro"):
+            for c in COUNTS:  # each evaluator's counts pooled over the folds too
+                assert pooled[f"{name}/{kind}/{c}"] == sum(f[f"{name}/{kind}/{c}"] for f in summary["folds"].values())
+    # megc2020, auwgcn: every GT of the test videos is counted (CAS offset-0 rows: apex / kept as 0)
+    assert pooled["megc2020/overall/tp"] + pooled["megc2020/overall/fn"] == 6
+    assert pooled["auwgcn/overall/tp"] + pooled["auwgcn/overall/fn"] == 6
+    assert pooled["megc2020/quirk_changes"] >= 0 and pooled["softnet/macro/dummies"] >= 0
+    run_dir = Path(summary["run_dir"])
+    pngs = sorted((run_dir / "folds" / "s15" / "spotting" / "plots" / "test_last").glob("*.png"))
+    assert [p.stem for p in pngs] == ["15_0101", "15_0401", "15_0502"]  # every test video of the fold
+    img = Image.open(pngs[0])
+    assert img.info["dpi"][0] >= 99.9 and img.size[0] >= 1000
+    # predict on the spotting checkpoint: stitched scores, intervals and the plot
+    from fertrain.predict import predict_video
+
+    ckpt = run_dir / "folds" / "s15" / "checkpoints" / "last.ckpt"
+    video = root / "rawpic" / "s15" / "15_0101disgustingteeth"
+    res = predict_video(ckpt, video, tmp_path / "predict")
+    scores = list(csv.DictReader(res["scores_csv"].open()))
+    assert len(scores) == 40 and set(scores[0]) == {"frame", "p_neutral", "p_macro", "p_micro"}
+    assert abs(sum(float(scores[7][f"p_{c}"]) for c in ("neutral", "macro", "micro")) - 1) < 1e-3
+    assert next(csv.reader(res["intervals_csv"].open())) == ["kind", "onset", "offset", "score"]
+    assert Image.open(res["png"]).size[0] >= 1000
 
 
 def test_sammlv_fesnet_loso(tmp_path: Path, capsys) -> None:
     root = make_miniature_sammlv(tmp_path / "SAMM", subjects=(6, 7), num_frames=48, size=16)
     summary = run_experiment(["+experiment=sammlv_fesnet", f"data.root={root}", "data.datamodule.sampler.frame_step=2",
-                              *TINY], tmp_path)
+                              "task.plots=false", *TINY], tmp_path)  # plots: tested in the CAS(ME)^2 run
+    assert not (Path(summary["run_dir"]) / "folds" / "006" / "spotting" / "plots").exists()
     _check_loso(summary, ["006", "007"], num_gt=6, capsys=capsys)
 
 
 def test_synthetic_fesnet_with_validation(tmp_path: Path) -> None:
     src = "data.datamodule.source"
     summary = run_experiment(["+experiment=synthetic_fesnet", f"{src}.num_subjects=3", f"{src}.videos_per_subject=1",
-                              f"{src}.num_frames=120", f"{src}.size=48", f"{src}.test_subjects=1", *TINY], tmp_path)
+                              f"{src}.num_frames=120", f"{src}.size=48", f"{src}.test_subjects=1", "task.plots=false",
+                              *TINY], tmp_path)
     assert summary["task"] == "spotting" and summary["test_source"] == "test_best"
     assert summary["val"] == summary["val_best"] and 0.0 <= summary["val"]["f1"] <= 1.0
     assert summary["val"]["f1"] == summary["val"]["overall/f1"]

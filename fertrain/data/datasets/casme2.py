@@ -6,7 +6,9 @@ annotation workbook of the release; MEGC2020 spotting protocol (He, Wang, Li, Ya
 macro- and micro-expression intervals in long video sequences", FG 2020 MEGC). Licensed data: request access from
 the authors; fertrain ships none of it.
 
-Expected layout (the release; sheet and column layout as read by the MEGC2020 baseline code)::
+Expected layout (the release; sheet and column layout as read by the MEGC2020 baseline
+(HeyingGithub/Baseline-project-for-MEGC2020_spotting, ``MDMD_results/dataset_new/CASME_2.py``,
+``ME2.generate_dataset``) and SoftNet (genbing99/SoftNet-SpotME, ``load_label.py``, ``load_excel``))::
 
     <root>/
       CAS(ME)^2code_final.xlsx
@@ -14,25 +16,32 @@ Expected layout (the release; sheet and column layout as read by the MEGC2020 ba
             A subject number (1..22)   B clip name ('anger1_1': <video name>_<index>)
             C onset  D apex  E offset  (1-based frame numbers; offset 0 = not annotated)
             F action units  G emotion  H type ('macro-expression' | 'micro-expression')  I self-reported emotion
-        'naming rule1': A folder number (15 -> rawpic/s15)  B cropped-face name ('casme_015')  C subject number
+        'naming rule1': A folder number (15 -> rawpic/s15)  B folder name ('s15', the name the MEGC2020 baseline
+                        and SoftNet use for the subject)  C subject number (column A of the annotation sheet)
         'naming rule2': A video code (101 or '0101')  B video name ('disgust1')
       rawpic/
         s15/15_0101disgustingteeth/img1.jpg img2.jpg ...     # s<folder>/<folder>_<4-digit code><words>/img<n>.jpg
 
-Counts of the release: 300 macro + 57 micro intervals, 22 subjects, 30 fps. A naming sheet's first row is
-taken as a header (and logged) only if none of its cells is a number.
+Counts of the release: 300 macro + 57 micro intervals, 22 subjects, 30 fps (the public evaluators' ground-truth
+files agree: MEGC2020's ``dataset_new/data/CAS(ME)^2_Sets/all_Info.txt`` and AUW-GCN's ``info_csv/cas(me)_new.csv``
+hold 300 + 57 rows; 44 macro rows have offset 0). A naming sheet's first row is taken as a header (and logged)
+only if none of its cells is a number.
 
 Frames: annotation frame ``n`` is the file ``img<n>.jpg``; the 0-based frame index is ``n - first`` where
 ``first`` is the number of the folder's first frame (1 in the release), so 1-based numbers become 0-based.
 
-Policies (config values; defaults documented):
+Policies (config values; defaults documented) for the intervals the reader gives (training, and the ``fertrain``
+evaluation protocol). Every row is also kept raw on its video (``SpottingVideo.annotations``) so that an evaluation
+protocol can apply its own evaluator's policy (:class:`fertrain.spotting.protocols.GroundTruthPolicy`):
 
-- ``offset_zero``: offset 0 ("not annotated"): ``"apex"`` (default: offset := apex, as the MEGC2020 baseline),
-  ``"drop"`` (the row is left out, counted and logged) or ``"error"``.
+- ``offset_zero``: offset 0 ("not annotated"): ``"apex"`` (default: offset := apex, as the MEGC2020 baseline,
+  ``CASME_2.py`` ``ME2.generate_dataset``, and SoftNet, ``load_label.py`` ``load_gt``), ``"drop"`` (the row is
+  left out, counted and logged) or ``"error"``. (AUW-GCN keeps the 0, so those rows are never found.)
 - ``offset_beyond``: an offset past the video's last frame: ``"clamp"`` (default, counted and logged) or
   ``"error"``.
 - ``include_unannotated``: also return the frame folders of the listed subjects that have no interval (default
-  True: in MEGC spotting every long video is searched, and predictions there are false positives).
+  True: every long video is searched, and predictions there are false positives under the ``fertrain``,
+  ``megc2020`` and ``auwgcn`` evaluation protocols; ``softnet`` and ``strs`` score only videos with a ground truth).
 
 Subjects are named ``s<folder>`` (``"s15"``), videos ``<folder>_<code>`` (``"15_0101"``).
 """
@@ -50,6 +59,7 @@ import numpy as np
 from fertrain.data.datasets.spotting_common import AnnotatedLongVideos, Row, write_workbook
 from fertrain.data.records import DatasetError
 from fertrain.data.spotting_data import SPOTTING_CLASS_NAMES, SpottingVideo, open_workbook, parse_frame
+from fertrain.spotting.intervals import AnnotationRow
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +72,7 @@ TYPES = {"macro-expression": "macro", "micro-expression": "micro"}
 LAYOUT = """\
 <root>/
   CAS(ME)^2code_final.xlsx   (first sheet: subject, clip, onset, apex, offset, AUs, emotion, type, self-report;
-                              'naming rule1': folder, cropped name, subject; 'naming rule2': code, video name)
+                              'naming rule1': folder number, folder name s15, subject; 'naming rule2': code, video name)
   rawpic/s<folder>/<folder>_<4-digit code>*/img1.jpg ..."""
 
 
@@ -143,8 +153,8 @@ class CASME2LongVideos(AnnotatedLongVideos):
         subject_folder: dict[int, int] = {}
         for where, row in _naming_rows(rule1, self.workbook):
             if len(row) < 3 or not _is_number(row[0]) or not _is_number(row[2]):
-                raise DatasetError(f"{where}: expected folder number (A), cropped name (B), subject number (C), "
-                                   f"found {row[:3]!r}")
+                raise DatasetError(f"{where}: expected folder number (A), folder name (B, e.g. s15), subject "
+                                   f"number (C), found {row[:3]!r}")
             subject_folder[int(float(row[2]))] = int(float(row[0]))
         video_code: dict[str, str] = {}
         for where, row in _naming_rows(rule2, self.workbook):
@@ -184,6 +194,7 @@ class CASME2LongVideos(AnnotatedLongVideos):
             wb.close()
         self.stats["blank_rows"] = ws.max_row - len(rows) if ws.max_row else 0
         raw: dict[tuple[int, str], list[Row]] = defaultdict(list)  # (folder, code) -> rows
+        sheet_rows: dict[tuple[int, str], list[AnnotationRow]] = defaultdict(list)  # every row, before policies
         for r, row in rows:
             where = f"{self.workbook}, sheet {ws.title!r}, row {r}"
             if len(row) < 8:
@@ -202,6 +213,9 @@ class CASME2LongVideos(AnnotatedLongVideos):
             onset, _ = parse_frame(row[2], where, "C (onset)")
             apex, _ = parse_frame(row[3], where, "D (apex)")
             offset, _ = parse_frame(row[4], where, "E (offset)")
+            folder = subject_folder[int(float(subj))]
+            sheet_rows[(folder, video_code[name])].append(AnnotationRow("casme2", TYPES[t], onset, apex, offset,
+                                                                        where=where))
             if offset == 0:
                 if self._drop_unannotated(self.offset_zero, "offset_zero", "offset", where):
                     continue
@@ -211,15 +225,17 @@ class CASME2LongVideos(AnnotatedLongVideos):
                 offset = apex
                 self.stats["offset_zero_to_apex"] += 1
             self._check_frames(onset, offset, where, hint=" (img1.jpg is frame 1)")
-            folder = subject_folder[int(float(subj))]
             raw[(folder, video_code[name])].append((onset, offset, TYPES[t], where))
             self.stats["rows"] += 1
         videos: list[SpottingVideo] = []
         seen: set[Path] = set()
-        for (folder, code), items in sorted(raw.items()):
-            path = self._video_folder(folder, code, items[0][3])
+        for (folder, code), rows_of in sorted(sheet_rows.items()):
+            items = raw.get((folder, code), [])
+            if not items and not self.include_unannotated:
+                continue  # every row of this video dropped by the policies
+            path = self._video_folder(folder, code, rows_of[0].where)
             seen.add(path)
-            videos.append(self._make_video(path, f"{folder}_{code}", f"s{folder}", items))
+            videos.append(self._make_video(path, f"{folder}_{code}", f"s{folder}", items, annotations=rows_of))
         if self.include_unannotated:
             for folder in sorted(set(subject_folder.values())):
                 subject_dir = self.frames_root / f"s{folder}"
@@ -246,7 +262,7 @@ def write_casme2_workbook(path: str | Path, annotations: Sequence[Sequence], nam
 
     Args:
         annotations: rows ``(subject, clip, onset, apex, offset, AUs, emotion, type, self_report)``.
-        naming_rule1: rows ``(folder, cropped_name, subject)``.
+        naming_rule1: rows ``(folder number, folder name 's15', subject number)``.
         naming_rule2: rows ``(code, video_name)``.
     """
     return write_workbook(path, ((annotation_sheet, annotations), (RULE1_SHEET, naming_rule1),
@@ -284,7 +300,7 @@ def make_miniature_casme2(root: str | Path, folders: Sequence[int] = (15, 16, 19
         raise ValueError(f"make_miniature_casme2 needs num_frames >= 40, got {num_frames}")
     root = Path(root)
     rng = np.random.default_rng(seed)
-    rule1 = [(f, f"casme_{f:03d}", i + 1) for i, f in enumerate(folders)]
+    rule1 = [(f, f"s{f}", i + 1) for i, f in enumerate(folders)]
     rule2 = [("0101", "disgust1"), ("0401", "anger1"), ("0502", "happy2")]
     rows = []
     for i, f in enumerate(folders):

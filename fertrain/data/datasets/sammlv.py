@@ -14,17 +14,28 @@ Expected layout (the release)::
       SAMM_longvideos/
         006_1/006_1_0001.jpg 006_1_0002.jpg ...  # one folder per video: <video>_<frame number>.jpg
 
-Counts of the release: 343 macro + 159 micro intervals in 147 videos of 30 subjects, 200 fps. Columns are found
-by their header names (case-insensitive), so legend rows and column order do not matter.
+Counts of the release: 343 macro + 159 micro intervals in 147 videos of 30 subjects, 200 fps (the public
+evaluators' ground-truth files agree: MEGC2020's ``dataset_new/data/SAMM_MEGC_Sets/all_Info.txt`` and AUW-GCN's
+``info_csv/samm_new_25.csv`` hold 343 + 159 rows; SoftNet drops the macro rows with onset 0 and reports 333 macro
+ground truths, ``training.py``). Columns are found by their header names (case-insensitive), so legend rows and
+column order do not matter.
 
 Frames: annotation frame ``n`` is the file ``<video>_<n>.jpg``; the 0-based index is ``n - first`` with
 ``first`` the number of the folder's first frame (1 in the release): 1-based numbers become 0-based.
 
-Policies (config values; defaults documented) for what some copies of the sheet carry:
+Policies (config values; defaults documented) for the intervals the reader gives (training, and the ``fertrain``
+evaluation protocol). Every row is also kept raw on its video (``SpottingVideo.annotations``), so that an evaluation
+protocol applies its own evaluator's policy (:class:`fertrain.spotting.protocols.GroundTruthPolicy`). What the
+evaluators do (read in their code): MEGC2020 (HeyingGithub/Baseline-project-for-MEGC2020_spotting,
+``dataset_new/SAMM_MEGC.py``, ``SAMM_MEGC.generate_dataset``) rounds fractional numbers (``int(x + 0.5)``) and keeps
+an onset 0 as the interval ``[0, offset]``; SoftNet (genbing99/SoftNet-SpotME, ``load_label.py``, ``load_gt``)
+floors them (``int(x - 1)``) and drops the macro rows with onset 0; AUW-GCN's ground-truth file keeps onset 0 and
+apex -1 rows.
 
-- ``fractional``: a non-integer frame number: ``"round"`` (default, to nearest), ``"floor"`` or ``"error"``.
-- ``onset_zero``: onset 0 (not annotated): ``"apex"`` (default: onset := apex, as the MEGC2020/SOFTNet loaders),
-  ``"drop"`` (row left out, counted and logged) or ``"error"``.
+- ``fractional``: a non-integer frame number: ``"round"`` (default, to nearest, as MEGC2020), ``"floor"`` (as
+  SoftNet) or ``"error"``.
+- ``onset_zero``: onset 0 (not annotated): ``"apex"`` (default, ours: onset := apex; no public evaluator read here
+  does this), ``"drop"`` (row left out, counted and logged; SoftNet drops the macro ones) or ``"error"``.
 - apex ``-1`` (not annotated): accepted (the apex is not part of an interval); with onset 0 and
   ``onset_zero="apex"`` it is an error.
 - ``offset_beyond``: an offset past the last frame (e.g. ``020_6_5`` in the release): ``"clamp"`` (default,
@@ -49,6 +60,7 @@ from fertrain.data.datasets.spotting_common import AnnotatedLongVideos, Row, wri
 from fertrain.data.records import DatasetError
 from fertrain.data.spotting_data import (FRACTIONAL_POLICIES, SPOTTING_CLASS_NAMES, SpottingVideo, natural_key,
                                          open_workbook, parse_frame)
+from fertrain.spotting.intervals import AnnotationRow
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +156,7 @@ class SAMMLongVideos(AnnotatedLongVideos):
         finally:
             wb.close()
         raw: dict[str, list[Row]] = defaultdict(list)
+        sheet_rows: dict[str, list[AnnotationRow]] = defaultdict(list)  # every row, before the policies
         subject_of: dict[str, str] = {}
         for r, row in rows:
             where = f"{self.workbook}, sheet {ws.title!r}, row {r}"
@@ -168,6 +181,9 @@ class SAMMLongVideos(AnnotatedLongVideos):
             apex, f2 = parse_frame(cell("apex"), where, "Apex", self.fractional)
             offset, f3 = parse_frame(cell("offset"), where, "Offset", self.fractional)
             self.stats["fractional_frames"] += int(f1) + int(f2) + int(f3)
+            sheet_rows[video].append(AnnotationRow("sammlv", kind, float(cell("onset")), float(cell("apex")),
+                                                   float(cell("offset")), where=where))
+            subject_of[video] = subject
             if apex == -1:
                 self.stats["apex_missing"] += 1
             if onset == 0:
@@ -179,13 +195,12 @@ class SAMMLongVideos(AnnotatedLongVideos):
                 self.stats["onset_zero_to_apex"] += 1
             self._check_frames(onset, offset, where, columns=("Onset", "Offset"))
             raw[video].append((onset, offset, kind, where))
-            subject_of[video] = subject
             self.stats["rows"] += 1
-        videos = [self._video(self.frames_root / v, v, subject_of[v], items, items[0][3])
-                  for v, items in sorted(raw.items())]
+        videos = [self._video(self.frames_root / v, v, subject_of[v], raw.get(v, []), rows_of[0].where, rows_of)
+                  for v, rows_of in sorted(sheet_rows.items()) if raw.get(v) or self.include_unannotated]
         if self.include_unannotated and self.frames_root.is_dir():
             for path in sorted(self.frames_root.iterdir()):
-                if path.is_dir() and re.fullmatch(r"\d+_\d+", path.name) and path.name not in raw:
+                if path.is_dir() and re.fullmatch(r"\d+_\d+", path.name) and path.name not in sheet_rows:
                     videos.append(self._video(path, path.name, f"{int(path.name.split('_')[0]):03d}", [], ""))
                     self.stats["unannotated_videos"] += 1
         self._log_counts((("fractional_frames", f"fractional frame numbers ({self.fractional})"),
@@ -195,10 +210,11 @@ class SAMMLongVideos(AnnotatedLongVideos):
         self.stats["videos"] = len(videos)
         return sorted(videos, key=lambda v: natural_key(v.video_id))
 
-    def _video(self, path: Path, video: str, subject: str, items: Sequence[Row], where: str) -> SpottingVideo:
+    def _video(self, path: Path, video: str, subject: str, items: Sequence[Row], where: str,
+               annotations: Sequence[AnnotationRow] = ()) -> SpottingVideo:
         if not path.is_dir():
             raise DatasetError(f"{where}: frame folder {path} not found (expected layout:\n{LAYOUT})")
-        return self._make_video(path, video, subject, items, columns=("Onset", "Offset"))
+        return self._make_video(path, video, subject, items, columns=("Onset", "Offset"), annotations=annotations)
 
 
 # ---------------------------------------------------------------------- miniature tree (tests, demos)

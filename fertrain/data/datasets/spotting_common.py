@@ -11,6 +11,7 @@ stay in the dataset modules. :func:`write_workbook` writes the miniature workboo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Sequence
 from fertrain.data.readers import list_frame_files
 from fertrain.data.records import DatasetError
 from fertrain.data.spotting_data import SPOTTING_CLASS_NAMES, SpottingVideo, first_frame_number
-from fertrain.spotting.intervals import Interval
+from fertrain.spotting.intervals import AnnotationRow, Interval
 
 #: One annotation row: ``(onset, offset, kind, where)``, 1-based frame numbers as in the frame file names, kind
 #: ``"macro"``/``"micro"``, ``where`` = ``"<workbook>, sheet '<name>', row <n>"`` for messages.
@@ -110,7 +111,8 @@ class AnnotatedLongVideos:
             raise DatasetError(f"{where}: {columns[1]} {offset} < {columns[0]} {onset}")
 
     def _make_video(self, path: Path, video_id: str, subject: str, items: Sequence[Row],
-                    columns: tuple[str, str] = ("onset", "offset")) -> SpottingVideo:
+                    columns: tuple[str, str] = ("onset", "offset"),
+                    annotations: Sequence[AnnotationRow] = ()) -> SpottingVideo:
         """The frame folder ``path`` and its annotation rows as a :class:`SpottingVideo`.
 
         Frame number ``n`` becomes the 0-based index ``n - first``, ``first`` the number of the folder's first frame
@@ -122,6 +124,8 @@ class AnnotatedLongVideos:
             video_id, subject: the video's names (:class:`SpottingVideo`).
             items: the video's annotation rows (:data:`Row`).
             columns: the sheet's names of the onset and offset columns, for messages.
+            annotations: the video's raw sheet rows (all of them, also those the reader's policies dropped); they
+                get the folder's first frame number and frame count and are kept on the video.
 
         Raises:
             DatasetError: the folder is empty or its first frame has no number; an onset outside the video; an
@@ -142,8 +146,9 @@ class AnnotatedLongVideos:
                 self.stats["offset_clamped"] += 1
             intervals.append(Interval(a, b, kind))
         intervals.sort(key=lambda iv: (iv.onset, iv.offset, iv.kind))
+        raw = tuple(dataclasses.replace(r, first=first, num_frames=n) for r in annotations)
         return SpottingVideo(path=path, video_id=video_id, subject=subject, num_frames=n, fps=self.fps,
-                             intervals=tuple(intervals))
+                             intervals=tuple(intervals), annotations=raw)
 
     def _log_counts(self, counts: Sequence[tuple[str, str]], workbook: Path) -> None:
         """Log a warning per nonzero ``stats[key]`` of ``counts`` (``(key, what)`` pairs), on the subclass module's
