@@ -8,7 +8,8 @@ many videos on disk.
 
 Per frame: the BGR frame is resized (``cv2.INTER_AREA``) so its shorter side is at most ``detect_side`` pixels,
 the detector runs on it, boxes are scaled back to source pixels, and for detectors without their own landmarks
-dlib's 5-point predictor runs on the full-resolution grey frame inside each box. The tracker decides each
+dlib's 5-point predictor runs on the full-resolution grey frame inside each box (``align=similarity``
+only: ``align=none`` needs no landmarks). The tracker decides each
 frame ``lag`` frames later (``TrackOptions.lag``), and only then is the frame cropped, so frames are decoded once
 and at most ``lag`` + 16 of them are held in memory.
 """
@@ -152,12 +153,8 @@ class FacePipeline:
         self.detector = build_detector(opt.detector, **kwargs)
         self.side = int(opt.detect_side or self.detector.default_side)
         self.landmarker: DlibLandmarks5 | None = None
-        if self.detector.landmark_scheme is None:
-            try:
-                self.landmarker = DlibLandmarks5(opt.landmarks_model)
-            except (ImportError, FileNotFoundError):
-                if opt.align == "similarity":
-                    raise
+        if self.detector.landmark_scheme is None and opt.align == "similarity":
+            self.landmarker = DlibLandmarks5(opt.landmarks_model)
         self.scheme = self.detector.landmark_scheme or (self.landmarker.scheme if self.landmarker else None)
         self.decode_threads = decode_threads
         self.description = self.detector.description + (
