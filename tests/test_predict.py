@@ -26,8 +26,9 @@ def ckpt(tmp_path_factory) -> Path:
     root = make_miniature_dfew(base / "DFEW", clips_per_class=1, num_frames=6, size=40, folds=(1,))
     summary = run_experiment(["+experiment=dfew_mscm", f"data.root={root}", "data.image_size=32",
                               "data.datamodule.batch_size=2", "trainer.limit_val_batches=1",
-                              "trainer.limit_test_batches=1", "callbacks=none", "data.datamodule.sampler.num_segments=2",
-                              "data.datamodule.sampler.frames_per_segment=2"], base)
+                              "trainer.limit_test_batches=1", "callbacks=none",
+                              "data.datamodule.sampler.num_segments=2", "data.datamodule.sampler.frames_per_segment=2"],
+                             base)
     return Path(summary["run_dir"]) / "checkpoints" / "last.ckpt"
 
 

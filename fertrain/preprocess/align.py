@@ -17,8 +17,8 @@ the 68-point iBUG face (x from jaw to jaw, y from brow top to chin):
 
 Output geometry as dlib's ``padding``: a template point ``p`` lands at ``(margin + p) / (1 + 2 margin) * size``
 pixels, i.e. ``margin`` is the fraction of the face square added on each side. Pixels outside the frame are
-black. When the warp shrinks the face by more than 4/3, the face's region of the frame is first reduced with ``cv2.INTER_AREA`` so
-the bilinear warp does not alias (ours).
+black. When the warp shrinks the face by more than 4/3, the face's region of the frame is first reduced with
+``cv2.INTER_AREA`` so the bilinear warp does not alias (ours).
 
 **Square crop** (``square_crop``, ``--align none``; fertrain 0.1's rule): a square of side
 ``max(w, h) * (1 + margin)`` centred on the smoothed box, black outside the frame, resized to ``size``.

@@ -13,8 +13,8 @@ Layouts (``LAYOUTS``; ``<rel>`` = the video's path relative to the input folder,
 
 ``<frame>`` is the source frame index, 5 digits (``00000.jpg``): frames without a face get no file, so a
 frame folder's files say which frames they are. Per video, ``<output>/face_tracks/<rel>.json`` holds the options,
-versions, counts, spans and (under ``per_frame``) boxes, landmarks and scores of every frame; ``<output>/face_report.csv`` one row per video
-(``REPORT_FIELDS``), rewritten after every run.
+versions, counts, spans and (under ``per_frame``) boxes, landmarks and scores of every frame;
+``<output>/face_report.csv`` has one row per video (``REPORT_FIELDS``), rewritten after every run.
 
 Resume: a video whose JSON exists with the same options and the same source file (size, modification time) is
 finished and is not redone (``--redo`` redoes it). Frames are written into ``.<name>.partial`` and renamed into

@@ -87,7 +87,8 @@ def test_cli_folder_layout_json_report_and_resume(tmp_path, fake_detector, capsy
     assert record["per_frame"]["landmarks"][5] is not None and len(record["per_frame"]["scores"]) == 14
     rows = _rows(out)
     assert set(rows) == {str(Path("train/Happy/a.avi")), str(Path("test/Sad/b.avi"))}
-    assert rows[str(Path("test/Sad/b.avi"))]["no_face_spans"] == "[]" and rows[str(Path("test/Sad/b.avi"))]["status"] == "done"
+    b = rows[str(Path("test/Sad/b.avi"))]
+    assert b["no_face_spans"] == "[]" and b["status"] == "done"
     stamp = (folder / "00005.jpg").stat().st_mtime_ns
     assert cli_module.main(args) == 0  # resumed: nothing redone
     assert {r["status"] for r in _rows(out).values()} == {"done (earlier run)"}
