@@ -1,6 +1,6 @@
 """The face pipeline and ``python -m fertrain.preprocess`` on synthetic videos: crops, layouts, JSON, report,
-resume, parallel workers, bad input. A stand-in detector (a red square is the face) keeps these fast; the real
-detector runs in ``test_real_videos.py``."""
+resume, bad input. A stand-in detector (a red square is the face) keeps these fast; the real detector (and
+``--workers 2``) runs in ``test_real_videos.py``."""
 
 from __future__ import annotations
 
@@ -163,15 +163,3 @@ def test_face_options_are_checked():
         FaceOptions(detector="yunet")
     with pytest.raises(ValueError, match="align"):
         FaceOptions(align="affine")
-
-
-@pytest.mark.slow
-def test_cli_parallel_workers_with_the_real_detector(tmp_path, capsys):
-    """Two worker processes (spawned: each loads dlib itself) on two face-less videos: both finished, no face."""
-    pytest.importorskip("dlib")
-    for name in ("a", "b"):
-        make_video(tmp_path / "in" / f"{name}.avi", n=4, face=range(0))
-    assert cli_module.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-                            "--workers", "2"]) == 0
-    rows = _rows(tmp_path / "out")
-    assert [(r["status"], r["no_face_frames"]) for r in rows.values()] == [("done", "4"), ("done", "4")]

@@ -29,7 +29,8 @@ VIDEOS = {"00001.mp4": "single_face.mp4", "00002.mov": "face_noface.mov", "00003
 
 @pytest.fixture(scope="module")
 def dfew_out(shared_dir, tmp_path_factory) -> Path:
-    """The four short real videos, named as DFEW clips, through ``python -m fertrain.preprocess --layout dfew``."""
+    """The four short real videos, named as DFEW clips, through ``python -m fertrain.preprocess --layout dfew
+    --workers 2`` (two spawned worker processes, each loading its own models)."""
     pytest.importorskip("dlib")
     from fertrain.preprocess.cli import main
 
@@ -37,7 +38,8 @@ def dfew_out(shared_dir, tmp_path_factory) -> Path:
     (base / "original").mkdir()
     for clip, name in VIDEOS.items():
         (base / "original" / clip).symlink_to(shared_dir / "data" / "real" / name)
-    assert main(["--input", str(base / "original"), "--output", str(base / "DFEW"), "--layout", "dfew"]) == 0
+    assert main(["--input", str(base / "original"), "--output", str(base / "DFEW"), "--layout", "dfew",
+                 "--workers", "2"]) == 0
     return base / "DFEW"
 
 
@@ -73,7 +75,8 @@ def test_dfew_layout_output_trains_dfew_mscm(dfew_out, tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "set_1.csv").write_text("video_name,label\n" + "".join(f"{v},{lab}\n" for v, lab in rows))
     summary = run_experiment(["+experiment=dfew_mscm", f"data.root={dfew_out}", "data.fold=1", "data.image_size=32",
-                              "data.datamodule.batch_size=2", "callbacks=none",
+                              "data.datamodule.batch_size=2", "callbacks=none", "trainer.limit_val_batches=1",
+                              "trainer.limit_test_batches=1",
                               "data.datamodule.sampler.num_segments=2", "data.datamodule.sampler.frames_per_segment=2"],
                              tmp_path)
     assert np.isfinite(summary["test_last"]["uar"]) and summary["test_last"]["uar"] in (0.0, 1.0)
