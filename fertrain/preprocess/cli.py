@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG, usage=f"{PROG} --input VIDEO_OR_DIR --output DIR [--layout {{{','.join(LAYOUTS)}}}] [options]",
         description="Detect, track and align the face in every frame of every video under --input; write face "
                     "crops (JPEG), a JSON track per video and a summary table (face_report.csv).")
-    p.add_argument("--input", required=True, help="a video file, or a folder searched recursively for videos")
-    p.add_argument("--output", required=True, help="output folder (frame folders, face_tracks/, face_report.csv)")
+    p.add_argument("--input", help="a video file, or a folder searched recursively for videos (required)")
+    p.add_argument("--output", help="output folder: frame folders, face_tracks/, face_report.csv (required)")
     p.add_argument("--layout", choices=LAYOUTS, default="mirror",
                    help="mirror: <output>/<relative path>/; dfew: <output>/Clip/clip_<S>x<S>/<5-digit id>/; "
                         "folder: <output>/[<split>/]<Class>/<video>/ (default: mirror)")
@@ -120,11 +120,15 @@ def _table(rows: list[dict[str, Any]]) -> str:
 @guarded(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI (module docstring). Returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.list_detectors:
         for name, why in available_detectors().items():
             print(f"{name:9s} {'available' if why is None else 'not available: ' + why}")
         return EXIT_OK
+    if not args.input or not args.output:
+        parser.error("the following arguments are required: " + ", ".join(
+            f"--{k}" for k in ("input", "output") if not getattr(args, k)))
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if not 1 <= args.quality <= 100:

@@ -117,6 +117,7 @@ def test_cli_dfew_layout_names_clips_by_number(tmp_path, fake_detector, capsys):
 
 @pytest.mark.parametrize("case, args, message", [
     ("missing input", ["--input", "{tmp}/nope"], "nope does not exist"),
+    ("no --input", [], "the following arguments are required: --input"),
     ("empty folder", ["--input", "{tmp}/empty"], "no video"),
     ("workers 0", ["--input", "{tmp}/empty", "--workers", "0"], "--workers must be >= 1"),
     ("bad margin", ["--input", "{tmp}/empty", "--margin", "-0.5"], "margin must be >= 0"),
@@ -130,8 +131,9 @@ def test_cli_bad_input_is_one_usage_error(tmp_path, capsys, fake_detector, case,
     make_video(tmp_path / "twins" / "x.AVI", n=2)
     with pytest.raises(SystemExit) as exc:
         cli_module.main([a.format(tmp=tmp_path) for a in args] + ["--output", str(tmp_path / "out")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2 and len(err) == 1 and err[0].startswith(f"{PROG}: error:") and message in err[0], err
+    err = capsys.readouterr().err.strip().splitlines()  # argparse's own errors print the usage line first
+    assert exc.value.code == 2 and err[-1].startswith(f"{PROG}: error:") and message in err[-1], err
+    assert sum("error" in line for line in err) == 1 and len(err) <= 2
 
 
 def test_cli_a_broken_video_fails_alone_with_exit_1(tmp_path, fake_detector, capsys):
@@ -154,6 +156,9 @@ def test_cli_usage_and_every_option_has_help(capsys):
     with pytest.raises(SystemExit) as exc:
         cli_module.main(["--help"])
     assert exc.value.code == 0 and "--layout {mirror,dfew,folder}" in capsys.readouterr().out
+    assert cli_module.main(["--list-detectors"]) == 0  # no --input/--output needed
+    listed = capsys.readouterr().out
+    assert "dlib" in listed and "haar" in listed and "mtcnn" in listed
 
 
 def test_face_options_are_checked():
