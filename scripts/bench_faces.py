@@ -137,6 +137,7 @@ def main() -> int:
                    help=f"detectors to compare (default: every installed one of {', '.join(DETECTORS)})")
     p.add_argument("--skip-end-to-end", action="store_true", help="only the detector comparison")
     args = p.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured
     cv2.setNumThreads(1)
     root = Path(args.videos)
     videos, labels = find_videos(root), _labels(root)
