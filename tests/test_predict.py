@@ -111,3 +111,17 @@ def test_help_lists_predicts_own_options(capsys):
         assert key in out
     for training in ("trainer", "optimizer", "hydra", "experiment"):
         assert training not in out
+
+
+def test_not_a_fertrain_checkpoint_and_faces_on_an_array_are_usage_errors(tmp_path, ckpt):
+    import numpy as np
+    import torch
+
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, other)
+    (tmp_path / "v.mp4").write_bytes(b"")
+    with pytest.raises(UsageError, match="no 'fertrain_config' entry"):
+        predict_video(other, tmp_path / "v.mp4", tmp_path / "out")
+    np.save(tmp_path / "clip.npy", np.zeros((4, 8, 8, 3), np.uint8))
+    with pytest.raises(UsageError, match="faces cannot be extracted from a .npy array"):
+        predict_video(ckpt, tmp_path / "clip.npy", tmp_path / "out", faces="on")

@@ -168,3 +168,13 @@ def test_face_options_are_checked():
         FaceOptions(detector="yunet")
     with pytest.raises(ValueError, match="align"):
         FaceOptions(align="affine")
+
+
+def test_missing_landmark_model_is_a_usage_error_naming_it(tmp_path, capsys):
+    pytest.importorskip("dlib")
+    make_video(tmp_path / "in" / "a.avi", n=2)
+    with pytest.raises(SystemExit) as exc:
+        cli_module.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                         "--landmarks-model", str(tmp_path / "nope.dat")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "dlib model" in err[0] and "nope.dat does not exist" in err[0]
