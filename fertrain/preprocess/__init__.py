@@ -1,17 +1,14 @@
-"""Preprocessing of raw videos into training inputs: face tracks and aligned face-crop frame folders.
+"""Face preprocessing: raw videos -> aligned face crops, per-video face tracks, dataset-ready folders.
 
-Names are loaded lazily from ``fertrain.preprocess.faces`` so that ``python -m fertrain.preprocess.faces`` runs
-without importing the module twice.
+Stages (one module each): :mod:`~fertrain.preprocess.decode` (sequential decoding, once),
+:mod:`~fertrain.preprocess.detect` (detectors: dlib HOG by default, dlib CNN, OpenCV Haar, MTCNN; dlib's 5-point
+landmarks), :mod:`~fertrain.preprocess.track` (temporal rules: linking, rejection, smoothing, gap filling),
+:mod:`~fertrain.preprocess.align` (5-point least-squares similarity alignment or square crops),
+:mod:`~fertrain.preprocess.pipeline` (one video: ``extract_faces``), :mod:`~fertrain.preprocess.write` (layouts,
+per-video JSON, summary table, resume) and :mod:`~fertrain.preprocess.cli` (``python -m fertrain.preprocess``).
 """
 
-from __future__ import annotations
+from fertrain.preprocess.pipeline import FaceOptions, FacePipeline, FaceVideo, extract_faces
+from fertrain.preprocess.track import FaceTrack, TrackOptions
 
-__all__ = ["FaceTrack", "TrackOptions", "crop_faces", "extract_folder", "extract_video", "track_faces"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from fertrain.preprocess import faces
-
-        return getattr(faces, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["FaceOptions", "FacePipeline", "FaceTrack", "FaceVideo", "TrackOptions", "extract_faces"]

@@ -1,7 +1,7 @@
-"""``python -m fertrain.preprocess``: the face extraction CLI (``fertrain.preprocess.faces.main``)."""
+"""``python -m fertrain.preprocess``: the face extraction CLI (:mod:`fertrain.preprocess.cli`)."""
 
 import sys
 
-from fertrain.preprocess.faces import main
+from fertrain.preprocess.cli import main
 
 sys.exit(main())

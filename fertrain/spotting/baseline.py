@@ -18,7 +18,7 @@ distance, mean of the M = 1/3 largest block differences); Li et al., "Towards re
 ``MDMD_codes/cmd.m``); peaks ± k is SOFTNet's interval rule (genbing99/SoftNet-SpotME, ``training.py``,
 ``spotting``). Per video:
 
-1. Face crops from :mod:`fertrain.preprocess.faces` (``track_faces`` + ``crop_faces``); frames without a face
+1. Face crops from :func:`fertrain.preprocess.extract_faces` (aligned); frames without a face
    are excluded, and each face span (run of face frames) is processed on its own, so no difference or interval
    crosses a no-face span.
 2. Per face frame: grey, Gaussian blur (``blur`` px), uniform LBP (8 neighbours, radius 1, 59 bins) histograms on
@@ -88,8 +88,8 @@ class BaselineConfig:
         merge_gap_s: merge intervals closer than this, seconds.
         micro_min_s, micro_max_s: intervals shorter than ``micro_min_s`` are dropped, up to ``micro_max_s`` are
             micro, longer ones macro (seconds; lengths count frames inclusively).
-        margin: face crop margin passed to ``crop_faces``.
-        face_options: keyword options for ``track_faces`` (e.g. ``{"cascade": path}``).
+        margin: face crop margin (``fertrain.preprocess.FaceOptions.margin``).
+        face_options: other ``FaceOptions`` fields (e.g. ``{"detector": "haar", "align": "none"}``).
     """
 
     k_s: float = 1.0
@@ -309,20 +309,20 @@ def spot_crops(crops: np.ndarray, has_face: np.ndarray | None, fps: float,
 
 
 def spot_video_file(video: str | Path, cfg: BaselineConfig | None = None) -> SpotResult:
-    """Track and crop the face (:mod:`fertrain.preprocess.faces`), then :func:`spot_crops`.
+    """Track and crop the face (:func:`fertrain.preprocess.extract_faces`), then :func:`spot_crops`.
 
     Raises:
-        DatasetError: the video cannot be read. FileNotFoundError: no Haar cascade (see ``faces.find_cascade``).
-        ValueError: the container reports no fps.
+        DatasetError: the video cannot be read. ImportError / FileNotFoundError: no face detector or landmark
+        model. ValueError: the container reports no fps.
     """
-    from fertrain.preprocess.faces import crop_faces, track_faces
+    from fertrain.preprocess import FaceOptions, extract_faces
 
     cfg = cfg or BaselineConfig()
-    track = track_faces(video, **cfg.face_options)
+    faces = extract_faces(video, FaceOptions.from_dict({"size": cfg.size, "margin": cfg.margin, **cfg.face_options}))
+    track = faces.track
     if not track.fps > 0:
         raise ValueError(f"video {video}: the container reports no fps; cannot convert the seconds in the config")
-    crops = crop_faces(video, track, size=cfg.size, margin=cfg.margin)
-    return spot_crops(crops, track.has_face, track.fps, cfg)
+    return spot_crops(faces.frames, track.has_face, track.fps, cfg)
 
 
 # ----------------------------------------------------------------------------------------------- labels

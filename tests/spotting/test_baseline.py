@@ -88,13 +88,13 @@ def test_bad_config_and_labels(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_videos_find_the_smile(shared_dir: Path, tmp_path: Path) -> None:
     """The three labelled reference videos: each smile (macro, onsets 18, 18, 113) is found."""
-    from fertrain.preprocess import faces
+    from fertrain.preprocess import FacePipeline
     from fertrain.spotting.baseline import run
 
     try:
-        faces.find_cascade()
-    except FileNotFoundError as e:
-        pytest.skip(f"no Haar cascade for face extraction: {e}")
+        FacePipeline()
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"no face detector for face extraction: {e}")
     real = shared_dir / "data" / "real"
     names = ["single_face.mp4", "face_noface.mov", "noface_face.mov"]
     summary = run([real / n for n in names], real / "spotting.csv", tmp_path, BaselineConfig())
