@@ -50,7 +50,8 @@ class ClipDataset(SeededDataset):
 
     ``__getitem__(i)`` returns a dict: ``video`` uint8 tensor ``(T, C, h, w)`` (0..255, RGB), ``label`` int64 scalar,
     ``index`` int64 scalar (= i), ``video_id`` str; plus ``target`` float32 ``(K,)`` when the record has a soft
-    target. A record's face ``box`` crops the decoded frames before the transform.
+    target, and float32 tensors of the record's ``extra`` annotations (e.g. ``valence``, ``arousal``, ``landmarks``
+    ``(68, 2)``). A record's face ``box`` crops the decoded frames before the transform.
 
     Unusable media (:mod:`fertrain.data.integrity`): a video whose decodable frames are fewer than the record
     indexes is *truncated*; with ``skip_unusable`` the sampler then draws only from the frames that decode and the
@@ -134,6 +135,8 @@ class ClipDataset(SeededDataset):
                   "index": torch.tensor(i, dtype=torch.long), "video_id": rec.video_id}
         if rec.target is not None:  # soft target (e.g. FERPlus vote distribution), float32 (K,)
             sample["target"] = torch.tensor(rec.target, dtype=torch.float32)
+        if rec.extra:  # further annotations (e.g. AffectNet valence/arousal/landmarks), float32
+            sample.update({k: torch.tensor(v, dtype=torch.float32) for k, v in rec.extra.items()})
         if self._truncated is not None:
             sample["_truncated"] = self._truncated
         return sample
