@@ -43,7 +43,8 @@ from typing import Sequence
 
 from fertrain.data.records import ClipRecord, DatasetError
 
-__all__ = ["LEVELS", "REASONS", "SampleCheck", "UnusableSampleError", "check_file", "check_sample", "classify_error"]
+__all__ = ["LEVELS", "REASONS", "SampleCheck", "UnusableSampleError", "check_file", "check_sample", "classify_error",
+           "frames_result"]
 
 REASONS: dict[str, str] = {
     "missing": "the file or frame folder does not exist",
@@ -192,7 +193,7 @@ def check_sample(rec: ClipRecord, level: str = "exists", min_frames: int = 1) ->
         reason, detail = check_file(path, decode=level == "decode") if level != "exists" else _size_only(path)
         if reason:
             return SampleCheck("unreadable" if reason == "corrupt_frame" else reason, detail, str(path), 0, indexed)
-        return _frames_result(1, rec, path, min_frames, indexed=max(indexed, 1) if indexed <= 1 else indexed)
+        return frames_result(1, rec, path, min_frames, indexed=max(indexed, 1) if indexed <= 1 else indexed)
     return _check_video(path, rec, level, min_frames)
 
 
@@ -205,9 +206,10 @@ def _size_only(path: Path) -> tuple[str | None, str]:
     return None, ""
 
 
-def _frames_result(available: int, rec: ClipRecord, path: Path, min_frames: int, indexed: int | None = None,
-                   what: str = "frames") -> SampleCheck:
-    """Usable frames of the segment from the frames available in the source (``available`` from frame 0)."""
+def frames_result(available: int, rec: ClipRecord, path: Path, min_frames: int, indexed: int | None = None,
+                  what: str = "frames") -> SampleCheck:
+    """The check result of a source with ``available`` frames (from frame 0) for the record's segment: usable
+    frames, ``truncated`` (fewer than indexed), ``too_short`` (< ``min_frames``), or nothing in the segment."""
     indexed = int(rec.num_frames) if indexed is None else indexed
     start = int(rec.start_frame)
     in_segment = available - start
@@ -242,7 +244,7 @@ def _check_folder(folder: Path, rec: ClipRecord, level: str, min_frames: int) ->
                 where = f"frame {t + 1} of {len(files)}"
                 return SampleCheck("corrupt_frame" if reason == "missing" else reason,
                                    f"{detail} ({where} of the clip {folder})", str(file), 0, indexed)
-    return _frames_result(len(files), rec, folder, min_frames)
+    return frames_result(len(files), rec, folder, min_frames)
 
 
 def _check_file_list(files: list[Path], rec: ClipRecord, level: str, min_frames: int) -> SampleCheck:
@@ -255,7 +257,7 @@ def _check_file_list(files: list[Path], rec: ClipRecord, level: str, min_frames:
         if reason:
             return SampleCheck(reason, f"{detail} (frame {t + 1} of the {len(files)}-frame sequence)", str(file), 0,
                                indexed)
-    return _frames_result(len(files), rec, files[0], min_frames)
+    return frames_result(len(files), rec, files[0], min_frames)
 
 
 def _check_npy(path: Path, rec: ClipRecord, min_frames: int) -> SampleCheck:
@@ -267,7 +269,7 @@ def _check_npy(path: Path, rec: ClipRecord, min_frames: int) -> SampleCheck:
         n = int(_load_npy(path).shape[0])
     except DatasetError as err:
         return SampleCheck("unreadable", str(err), str(path), 0, int(rec.num_frames))
-    return _frames_result(n, rec, path, min_frames)
+    return frames_result(n, rec, path, min_frames)
 
 
 def _check_video(path: Path, rec: ClipRecord, level: str, min_frames: int) -> SampleCheck:
@@ -287,7 +289,7 @@ def _check_video(path: Path, rec: ClipRecord, level: str, min_frames: int) -> Sa
     except DatasetError as err:
         text = str(err)
         return SampleCheck("empty" if "no decodable frame" in text else "unreadable", text, str(path), 0, indexed)
-    return _frames_result(available, rec, path, min_frames, what="frames")
+    return frames_result(available, rec, path, min_frames, what="frames")
 
 
 def classify_error(err: BaseException) -> str:
