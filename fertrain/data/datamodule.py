@@ -272,8 +272,9 @@ class ClipDataModule(pl.LightningDataModule):
         counts: Counter = Counter()
         for split in self._unusable:
             counts.update(str(r["reason"]) for r in self._unusable[split].values())
-        for split in self._truncated:
-            counts["truncated"] += len(self._truncated[split])
+        truncated = sum(len(rows) for rows in self._truncated.values())
+        if truncated:
+            counts["truncated"] += truncated
         return dict(sorted(counts.items()))
 
     def corrupt_details(self) -> dict[str, object]:

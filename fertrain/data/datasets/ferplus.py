@@ -338,8 +338,11 @@ class FERPlus(LazySplitRecords):
     def _png_root(self) -> Path | None:
         candidates = [self.root / self.png_dir] if self.png_dir is not None else [self.root / "data", self.root]
         for c in candidates:
-            if (c / PNG_FOLDERS["train"]).is_dir():
-                return c
+            folder = c / PNG_FOLDERS["train"]
+            if folder.is_dir():  # a folder holding only label.csv has no images
+                with os.scandir(folder) as it:
+                    if any(e.name.lower().endswith(".png") for e in it):
+                        return c
         return None
 
     def _label_rows(self) -> list[tuple[str, str, list[float], str]]:
@@ -350,7 +353,10 @@ class FERPlus(LazySplitRecords):
                                    f"from github.com/microsoft/FERPlus). Expected:\n{LAYOUT}")
             return [(USAGE_SPLITS[u], n, v, f"{self.label_csv} line {ln}") for u, n, v, ln in
                     read_label_csv(self.label_csv)]
-        base = self._png_root() or (self.root / (self.png_dir or "data"))
+        base = self._png_root() or next((c for c in ([self.root / self.png_dir] if self.png_dir else
+                                                      [self.root / "data", self.root])
+                                             if (c / PNG_FOLDERS["train"] / "label.csv").is_file()),
+                                            self.root / (self.png_dir or "data"))
         out = []
         for split, folder in PNG_FOLDERS.items():
             path = base / folder / "label.csv"
