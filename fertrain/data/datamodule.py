@@ -257,6 +257,15 @@ class ClipDataModule(pl.LightningDataModule):
         self._check_fraction(split)
         return kept
 
+    def data_fingerprint(self) -> dict:
+        """:func:`fertrain.data.fingerprint.data_fingerprint` of the samples this datamodule uses (the splits set up,
+        after the unusable-sample policy), over the dataset's ``root``: what training records in ``run.json`` and
+        the dataset check prints for a clean tree."""
+        from fertrain.data.fingerprint import data_fingerprint
+
+        root = getattr(self.source, "root", None)
+        return data_fingerprint({split: ds.records for split, ds in self.datasets.items()}, root)
+
     def _hint(self) -> str:
         hint = getattr(self.source, "layout_hint", None)
         return f"\n{hint()}" if callable(hint) else ""
