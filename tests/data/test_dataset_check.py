@@ -106,7 +106,7 @@ def official_tree(shared_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dfew_official") / "DFEW"
     shutil.copytree(shared_dir / "data" / "dfew" / "EmoLabel_DataSplit", root / "EmoLabel_DataSplit")
     ids = sorted({int(r["video_name"]) for p in (root / "EmoLabel_DataSplit").rglob("set_*.csv")
-                  for r in csv.DictReader(open(p))})
+                  for r in csv.DictReader(p.read_text().splitlines())})
     buf = io.BytesIO()
     Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(buf, "JPEG")
     proto = root / "proto.jpg"

@@ -278,7 +278,7 @@ def test_mmi_sessions_as_downloaded(tmp_path):
     assert [MMI.class_names[r.label] for r in test] == ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise"]
     assert test[3].origin.endswith("Sessions/4/S001-004.xml") and test[0].path.name == "S001-001.avi"
     written = ds.save_protocol(tmp_path / "run")
-    rows = list(csv.DictReader(open(written[1])))
+    rows = list(csv.DictReader(written[1].read_text().splitlines()))
     assert len(rows) == 60 and rows[0] == {"session": "1", "subject": "1", "label": "Angry", "fold": "1",
                                            "path": "Sessions/1/S001-001.avi"}
 
