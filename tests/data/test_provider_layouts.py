@@ -192,6 +192,8 @@ def test_ferplus_fer2013new_duplicates_one_record_per_image_and_the_row_counts(f
     assert [n for n, d in dups.items() if d["conflict"]] == ["fer0033120.png"]
     kept = dups["fer0033120.png"]
     assert kept["split"] == "test" and kept["kept"].endswith("fer2013new.csv line 33202")
+    assert all(c["ok"] for c in ds.audit()["checks"]) and all(c["ok"] for c in ferplus_sizes["label_csv"].audit()
+                                                               ["checks"])  # the release's rows per split
     rec = next(r for r in ds.records("test") if r.video_id == "fer0033120.png")  # the first row: 5 neutral votes
     label_csv = ferplus_sizes["label_csv"]  # label.csv holds the same votes for it
     assert rec.label == next(r for r in label_csv.records("test") if r.video_id == "fer0033120.png").label == 0

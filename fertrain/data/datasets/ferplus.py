@@ -405,6 +405,21 @@ class FERPlus(LazySplitRecords):
                 sizes[split] += 1
         return sizes
 
+    def audit(self) -> dict:
+        """Facts of the label files against the public FERPlus release, for the dataset check: the rows per split
+        of the chosen source (label.csv: 28,558 / 3,579 / 3,573 named images; fer2013new.csv: 28,709 / 3,589 /
+        3,589 rows, the FER2013 split, counted from the public files) and the twice-named images."""
+        self.records("train")
+        expected = ({"train": 28558, "val": 3579, "test": 3573} if self.label_source == "label_csv"
+                    else {"train": 28709, "val": 3589, "test": 3589})
+        found = Counter(split for split, _, _, _ in self._label_rows())
+        checks = [{"name": f"{self.label_source} rows per split", "expected": expected,
+                   "found": {s: found.get(s, 0) for s in SPLITS}, "ok": all(found.get(s, 0) == n
+                                                                           for s, n in expected.items())}]
+        notes = [f"{d['name']} ({d['split']}) is named twice{' with conflicting votes' if d['conflict'] else ''}; "
+                 f"kept {d['kept']}" for d in self.duplicates]
+        return {"checks": checks, "extra": [], "duplicates": [d["name"] for d in self.duplicates], "notes": notes}
+
     def _parse_label_rows(self) -> list[tuple[str, str, list[float], str]]:
         if self.label_source == "fer2013new":
             if not self.label_csv.is_file():

@@ -252,6 +252,18 @@ class RAFDB(LazySplitRecords):
         return out
 
 
+    def audit(self) -> dict:
+        """Facts of the label file against the release, for the dataset check: 12,271 train / 3,068 test images
+        (:data:`OFFICIAL_SIZES`); repeated lines listed."""
+        recs = {s: self.records(s) for s in ("train", "test")}
+        checks = [{"name": f"{s} images", "expected": n, "found": len(recs[s]) if s == "train" or not
+                   self.test_subset else len(self._records["test_full"]), "ok": False} for s, n in OFFICIAL_SIZES.items()]
+        for c, (s, n) in zip(checks, OFFICIAL_SIZES.items()):
+            c["ok"] = c["found"] == n
+        return {"checks": checks, "extra": [], "duplicates": list(self.duplicates),
+                "notes": [f"repeated line: {d}" for d in self.duplicates]}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Miniature tree: for tests and for trying the pipeline without the licensed data.
 
