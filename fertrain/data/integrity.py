@@ -30,8 +30,9 @@ Check levels (:func:`check_sample`), cheapest first:
   start ``FFD8`` and end ``FFD9`` markers; PNG signature and ``IEND`` chunk), a still image the same way, a video
   decoded once to count its decodable frames (:func:`fertrain.data.readers.count_frames`). Catches zero-byte,
   garbage and truncated files without decoding images. (Training's default with ``skip_corrupt=true``.)
-- ``"decode"``: additionally every frame image is decoded (OpenCV/PIL, as the readers do). What the dataset check
-  (``python -m fertrain.data.check``) does without ``--quick``.
+- ``"decode"``: additionally every frame image is decoded (OpenCV/PIL, as the readers do; JPEGs at reduced DCT
+  scale, which still decodes every coefficient of the file, so a corrupt stream fails as it would at full size).
+  What the dataset check (``python -m fertrain.data.check``) does without ``--quick``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ _JPEG = (".jpg", ".jpeg")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
 _TAIL = 64  # bytes read from the end of a file (JPEG writers may pad after the EOI marker)
+_DECODE_CHECK_SIZE = 8  # pixels: the "decode" check decodes JPEGs at the smallest DCT scale keeping >= 8 px (ours)
 
 
 class UnusableSampleError(DatasetError):
@@ -150,8 +152,8 @@ def check_file(path: Path, decode: bool = False) -> tuple[str | None, str]:
     if decode:
         from fertrain.data.readers import _decode_image  # the readers' own decoder: same library, same verdict
 
-        try:
-            _decode_image(path, None)
+        try:  # JPEG at reduced DCT scale: the whole entropy-coded stream is still decoded, the IDCT is 1/64 the work
+            _decode_image(path, _DECODE_CHECK_SIZE)
         except DatasetError as err:
             return "corrupt_frame", str(err)
     return None, ""
