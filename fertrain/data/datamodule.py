@@ -390,7 +390,8 @@ class ClipDataModule(pl.LightningDataModule):
             self._protocol_saved = True
         if self.skip_corrupt:
             out.mkdir(parents=True, exist_ok=True)
-            rows = self.skipped + [row for split in self._truncated for _, row in sorted(self._truncated[split].items())]
+            rows = self.skipped + [row for split in self._truncated
+                                   for _, row in sorted(self._truncated[split].items())]
             tmp = out / "skipped_samples.csv.tmp"
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(_ROW_FIELDS), extrasaction="ignore")

@@ -165,7 +165,8 @@ def test_unreadable_and_truncated_videos_error_or_exact_skip_with_workers(afew_r
     rows = skipped_rows(run)
     # index = position in the split's list (class folders in name order: Happy 4th, Sad 6th); val = test in AFEW
     assert sorted((r["split"], r["index"], r["video_id"], r["path"], r["reason"]) for r in rows) == [
-        ("test", "5", "000000013", str(bad_val), "zero_byte"), ("train", "3", "000000004", str(bad_train), "unreadable"),
+        ("test", "5", "000000013", str(bad_val), "zero_byte"),
+        ("train", "3", "000000004", str(bad_train), "unreadable"),
         ("val", "5", "000000013", str(bad_val), "zero_byte")]
     assert dm.corrupt_report() == {"unreadable": 1, "zero_byte": 2}
     seen = [i for batch in dm.val_dataloader() for i in batch["index"].tolist()]  # 2 worker processes

@@ -123,7 +123,8 @@ def test_rafdb_bad_input(tmp_path: Path) -> None:
     (root / "Image" / "aligned" / "test_0004_aligned.jpg").unlink()  # a missing image: the unusable-sample policy
     dm = ClipDataModule(RAFDB(root), UniformSampler(1), identity, identity, num_workers=0)
     with pytest.raises(DatasetError, match=r"(?s)1 of 7 'test' samples are unusable \(missing=1\).*test_0004 "
-                                           r"\(.*list_patition_label\.txt line 18\): missing: .*test_0004_aligned\.jpg"):
+                                           r"\(.*list_patition_label\.txt line 18\): missing: "
+                                           r".*test_0004_aligned\.jpg"):
         dm.setup("test")
 
 

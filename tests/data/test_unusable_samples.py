@@ -228,7 +228,8 @@ def test_zero_byte_and_unreadable_images(tmp_path):
 # ---------------------------------------------------------------------------------------- the stop and the report
 def test_more_than_max_corrupt_frac_stops_with_the_counts(dfew):
     shutil.rmtree(dfew / FRAMES / "00003")  # 1 of 5 train samples = 20%
-    with pytest.raises(UnusableSampleError, match=r"(?s)'train': 1 of 5 samples \(20\.00%\) are unusable \(missing=1\), "
+    with pytest.raises(UnusableSampleError, match=r"(?s)'train': 1 of 5 samples \(20\.00%\) are unusable "
+                                                  r"\(missing=1\), "
                                                   r"more than data\.max_corrupt_frac=0\.01.*00003"):
         dm_of(DFEW(dfew, fold=1), skip_corrupt=True).setup("fit")
     dm_of(DFEW(dfew, fold=1), skip_corrupt=True, max_corrupt_frac=0.2).setup("fit")  # 20% allowed: runs

@@ -205,7 +205,8 @@ class CSVDataset(UserSplits):
             if pool and given:
                 log.info("data=csv: %d rows without a split join the seeded split of the missing splits",
                          len(pool))
-            grouped = self.group_by_subject if self.group_by_subject is not None else bool(rows and "subject" in rows[0])
+            grouped = (self.group_by_subject if self.group_by_subject is not None
+                       else bool(rows and "subject" in rows[0]))
             if grouped and any(r.subject is None for r in pool):
                 first = next(r for r in pool if r.subject is None)
                 raise DatasetError(f"{self.csv_path}: {first.origin}: column subject is empty but the split is grouped "

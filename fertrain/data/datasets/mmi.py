@@ -250,7 +250,8 @@ class MMI(SubjectFoldDataset):
                                       subject=str(subject), origin=origin))
         unknown = sorted(set(override) - {d.name for d in folders}, key=natural_key)
         if unknown:
-            raise DatasetError(f"{self.labels_path}: {len(unknown)} sessions are not folders of {self.root / 'Sessions'}"
+            raise DatasetError(f"{self.labels_path}: {len(unknown)} sessions are not folders of "
+                               f"{self.root / 'Sessions'}"
                                f", e.g. {unknown[:5]}")
         log.info("MMI: %d sessions used of %d (not used: %s)", len(records), len(folders),
                  ", ".join(f"{k}={self.dropped[k]}" for k in DROP_REASONS))

@@ -256,10 +256,10 @@ class RAFDB(LazySplitRecords):
         """Facts of the label file against the release, for the dataset check: 12,271 train / 3,068 test images
         (:data:`OFFICIAL_SIZES`); repeated lines listed."""
         recs = {s: self.records(s) for s in ("train", "test")}
-        checks = [{"name": f"{s} images", "expected": n, "found": len(recs[s]) if s == "train" or not
-                   self.test_subset else len(self._records["test_full"]), "ok": False} for s, n in OFFICIAL_SIZES.items()]
-        for c, (s, n) in zip(checks, OFFICIAL_SIZES.items()):
-            c["ok"] = c["found"] == n
+        found = {"train": len(recs["train"]),
+                 "test": len(self._records["test_full"]) if self.test_subset else len(recs["test"])}
+        checks = [{"name": f"{s} images", "expected": n, "found": found[s], "ok": found[s] == n}
+                  for s, n in OFFICIAL_SIZES.items()]
         return {"checks": checks, "extra": [], "duplicates": list(self.duplicates),
                 "notes": [f"repeated line: {d}" for d in self.duplicates]}
 
