@@ -10,6 +10,9 @@ Resolvers (registered once, on import of this module):
   dataset module itself, so the label map has a single source of truth (the dataset file).
 - ``${fertrain.len:<list>}``: the length of a list, e.g. ``num_classes: ${fertrain.len:${.class_names}}``.
 - ``${fertrain.asset:<relative path>}``: absolute path of a file shipped in ``fertrain/assets`` (the demo video).
+- ``${fertrain.discover_classes:<dotted.path.to.DatasetClass>,<arg>,...}``: the class names a dataset reads from the
+  data itself, ``DatasetClass.class_names_of(*args)`` (``data=folder``: the class folders; ``data=csv``: the
+  labels), for datasets whose label map is the user's.
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ def _class_names(target: str) -> ListConfig:
     return ListConfig(list(names))
 
 
+def _discover_classes(target: str, *args) -> ListConfig:
+    names = get_class(target).class_names_of(*[OmegaConf.to_container(a) if isinstance(a, ListConfig) else a
+                                                for a in args])
+    return ListConfig(list(names))
+
+
 def asset_path(relative: str) -> str:
     """Absolute path of a file shipped in ``fertrain/assets``.
 
@@ -63,6 +72,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("fertrain.classes", _class_names)
     if not OmegaConf.has_resolver("fertrain.len"):
         OmegaConf.register_new_resolver("fertrain.len", lambda xs: len(xs))
+    if not OmegaConf.has_resolver("fertrain.discover_classes"):
+        OmegaConf.register_new_resolver("fertrain.discover_classes", _discover_classes)
     if not OmegaConf.has_resolver("fertrain.asset"):
         OmegaConf.register_new_resolver("fertrain.asset", asset_path)
 

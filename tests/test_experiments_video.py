@@ -30,7 +30,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("video_trees")
     afew = make_miniature_afew(base / "AFEW", clips_per_class=1, val_clips_per_class=1, num_frames=6)
     # one clip with an unreadable first face frame: skipped (and listed) when the run opts in to skip_corrupt
-    (afew / "faces" / "train_afew" / "Happy" / "000000004" / "00000.jpg").write_bytes(b"not a jpeg")
+    (afew / "faces" / "Train_AFEW" / "Happy" / "000000004" / "00000.jpg").write_bytes(b"not a jpeg")
     return {
         "afew": afew,
         "mmi": make_miniature_mmi(base / "MMI", subjects=10, num_frames=6),
@@ -40,7 +40,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
 
 
 CASES = [
-    ("afew_mscm", ["data.datamodule.skip_corrupt=true"]),
+    ("afew_mscm", ["data.datamodule.skip_corrupt=true", "data.max_corrupt_frac=0.5"]),
     ("afew_ceflnet", ["data.datamodule.source.source=videos"]),
     ("mmi_mscm", ["data.fold=3"]),
     ("mmi_ceflnet", []),
@@ -68,7 +68,7 @@ def test_video_experiment_runs(experiment: str, extra: list[str], trees, tmp_pat
         assert len(folds) == 10 and sorted(folds.values()) == list(range(1, 11))
     if "data.datamodule.skip_corrupt=true" in extra:
         lines = (run / "skipped_samples.csv").read_text().splitlines()
-        assert lines[0] == "split,index,video_id,path,reason"
+        assert lines[0] == "split,index,video_id,path,reason,detail,found_at"
         assert [line.split(",")[:3] for line in lines[1:]] == [["train", "3", "000000004"]]
     else:
         assert not (run / "skipped_samples.csv").exists()

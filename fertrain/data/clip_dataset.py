@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fertrain.data.images import crop_box
-from fertrain.data.readers import read_frames
+from fertrain.data.images import IMAGE_FILE_SUFFIXES, crop_box
+from fertrain.data.integrity import UnusableSampleError, classify_error
+from fertrain.data.readers import count_frames, read_frames
 from fertrain.data.records import ClipRecord, DatasetError, FrameSampler
 
 
@@ -45,16 +46,24 @@ class ClipDataset(SeededDataset):
         seed: initial seed of the sampler RNG and the transform (reseeded per worker by
             :func:`fertrain.data.transforms.seed_worker`).
         split: split name quoted in error messages (``"train"``, ...).
+        skip_unusable: return unusable samples marked instead of raising (``data.skip_corrupt``; see below).
 
     ``__getitem__(i)`` returns a dict: ``video`` uint8 tensor ``(T, C, h, w)`` (0..255, RGB), ``label`` int64 scalar,
     ``index`` int64 scalar (= i), ``video_id`` str; plus ``target`` float32 ``(K,)`` when the record has a soft
-    target. A record's face ``box`` crops the decoded frames before the transform.
+    target, and float32 tensors of the record's ``extra`` annotations (e.g. ``valence``, ``arousal``, ``landmarks``
+    ``(68, 2)``). A record's face ``box`` crops the decoded frames before the transform.
 
-    Raises (from ``__getitem__``):
-        fertrain.data.records.DatasetError: the media file is missing, unreadable or empty (names the file, the
-            split, the sample index, the ``video_id`` and the record's ``origin``). Frames come from
-            ``record.frame_files`` when set, else ``record.path``. Inside a DataLoader worker the error is re-raised
-            in the main process by PyTorch (no hang).
+    Unusable media (:mod:`fertrain.data.integrity`): a video whose decodable frames are fewer than the record
+    indexes is *truncated*; with ``skip_unusable`` the sampler then draws only from the frames that decode and the
+    sample carries ``_truncated`` (counted by the datamodule), and a sample whose frames cannot be read comes back
+    as ``{"unusable": reason, "detail", "path", "index", "split", "video_id"}`` (dropped from its batch by
+    :func:`fertrain.data.datamodule.collate_usable`, counted).
+
+    Raises (from ``__getitem__``, without ``skip_unusable``):
+        fertrain.data.integrity.UnusableSampleError: the media file is missing, unreadable, empty or truncated
+            (names the file, the problem, the split, the sample index, the ``video_id`` and the record's
+            ``origin``). Frames come from ``record.frame_files`` when set, else ``record.path``. Inside a
+            DataLoader worker the error is re-raised in the main process by PyTorch (no hang).
     """
 
     def __init__(
@@ -65,12 +74,15 @@ class ClipDataset(SeededDataset):
         train: bool,
         seed: int = 0,
         split: str = "",
+        skip_unusable: bool = False,
     ) -> None:
         self.records = list(records)
         self.split = split
+        self.skip_unusable = skip_unusable
         self.sampler = sampler
         self.transform = transform
         self.train = train
+        self._truncated: dict | None = None  # set by frame_indices for a truncated video (skip_unusable)
         self.reseed(seed)
 
     def __len__(self) -> int:
@@ -79,17 +91,42 @@ class ClipDataset(SeededDataset):
     def frame_indices(self, i: int) -> np.ndarray:
         """Absolute frame indices (0-based, decoded order) that sample ``i`` reads: int64 ``(T,)``."""
         rec = self.records[i]
-        return self.sampler(rec.num_frames, self.train, self.rng) + rec.start_frame
+        return self.sampler(self._usable_frames(i, rec), self.train, self.rng) + rec.start_frame
+
+    def _usable_frames(self, i: int, rec: ClipRecord) -> int:
+        """Frames the sampler may draw from: the record's count, or fewer for a truncated video (only the frames
+        that decode; the decodable count is the readers' cached one). Frame folders were counted at setup."""
+        path = rec.path
+        if rec.frame_files is not None or path.is_dir() or path.suffix.lower() == ".npy" or rec.num_frames < 1:
+            return rec.num_frames
+        if path.suffix.lower() in IMAGE_FILE_SUFFIXES:
+            return rec.num_frames
+        available = count_frames(path) - rec.start_frame  # (cached per process) DatasetError if it does not open
+        if available >= rec.num_frames:
+            return rec.num_frames
+        detail = (f"video {path}: {rec.num_frames} frames indexed (from frame {rec.start_frame}) but only "
+                  f"{max(available, 0)} decode (truncated file or over-reporting container)")
+        if available < 1 or not self.skip_unusable:
+            raise UnusableSampleError(detail, "truncated", str(path))
+        self._truncated = {"split": self.split, "index": i, "video_id": rec.video_id, "path": str(path),
+                           "detail": detail}
+        return available
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
+        self._truncated = None
         try:
             frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i))  # (T, H, W, C) uint8
-        except DatasetError as err:  # say which sample, and how to skip unreadable ones
+        except DatasetError as err:  # say which sample, and how to skip unusable ones
+            reason = classify_error(err)
+            if self.skip_unusable:
+                return {"unusable": reason, "detail": str(err), "path": str(getattr(err, "path", None) or rec.path),
+                        "index": i, "split": self.split, "video_id": rec.video_id}
             where = f", listed at {rec.origin}" if rec.origin else ""
-            raise DatasetError(f"{self.split or 'dataset'} sample {i} (video_id {rec.video_id}{where}): {err}. "
-                               "To skip unreadable samples instead, set data.datamodule.skip_corrupt=true "
-                               "(validated once at setup, listed in <run_dir>/skipped_samples.csv)") from err
+            raise UnusableSampleError(
+                f"{self.split or 'dataset'} sample {i} (video_id {rec.video_id}{where}): {reason}: {err}. To skip, "
+                "count and report unusable samples instead, set data.skip_corrupt=true (listed in "
+                "<run_dir>/skipped_samples.csv)", reason, str(getattr(err, "path", None) or rec.path)) from err
         if rec.box is not None:  # face box (e.g. AffectNet), before any augmentation
             frames = crop_box(frames, rec.box, rec.path)
         frames = self.transform(frames)  # (T, h, w, C) uint8
@@ -98,4 +135,8 @@ class ClipDataset(SeededDataset):
                   "index": torch.tensor(i, dtype=torch.long), "video_id": rec.video_id}
         if rec.target is not None:  # soft target (e.g. FERPlus vote distribution), float32 (K,)
             sample["target"] = torch.tensor(rec.target, dtype=torch.float32)
+        if rec.extra:  # further annotations (e.g. AffectNet valence/arousal/landmarks), float32
+            sample.update({k: torch.tensor(v, dtype=torch.float32) for k, v in rec.extra.items()})
+        if self._truncated is not None:
+            sample["_truncated"] = self._truncated
         return sample

@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from fertrain.data.clip_dataset import ClipDataset
-from fertrain.data.readers import check_readable
+from fertrain.data.integrity import LEVELS, SampleCheck, UnusableSampleError, check_sample
 from fertrain.data.records import SPLITS, ClipRecord, DatasetError, FrameSampler, RecordSource
 from fertrain.data.transforms import seed_worker
 
@@ -56,34 +56,50 @@ class ClipDataModule(pl.LightningDataModule):
             (``torch.utils.data.WeightedRandomSampler``, weight ``1 / n_c``, with replacement, ``len(train)``
             draws per epoch, from torch's global RNG, seeded by ``seed_everything``): every class is drawn
             equally often in expectation. For heavily imbalanced training sets (AffectNet); val/test unchanged.
-        skip_corrupt: what to do with samples whose media is missing or unreadable (see "Media checks" below).
-            False (default): raise. True: skip them, counted, logged and listed in ``<run_dir>/skipped_samples.csv``.
+        skip_corrupt: the unusable-sample policy (:mod:`fertrain.data.integrity`, "Unusable samples" below). False
+            (default): stop with an error naming the file and the problem. True: skip, count per reason, report.
+        max_corrupt_frac: with ``skip_corrupt``, stop when more than this fraction of a split's samples is
+            unusable (default 0.01 = 1%).
+        min_frames: a clip with fewer usable frames is unusable (``too_short``); default 1 (samplers pad shorter
+            clips by their documented rule).
+        check_level: how deeply :meth:`setup` checks every sample (:func:`fertrain.data.integrity.check_sample`):
+            ``"auto"`` (default: ``"exists"``, or ``"structure"`` with ``skip_corrupt``), ``"exists"``,
+            ``"structure"`` or ``"decode"``.
         output_dir: where run files go (``folds.csv`` of k-fold protocols, ``skipped_samples.csv``); None: the
             attached trainer's ``default_root_dir`` (fertrain sets it to the run directory); neither: not written.
 
-    Media checks (in :meth:`setup`, once per split, in the main process, before any DataLoader worker starts):
+    Unusable samples (missing, empty, zero-byte, unreadable, a corrupt frame anywhere in the clip, a video or
+    folder with fewer frames than indexed, a clip shorter than ``min_frames``; reasons in
+    :data:`fertrain.data.integrity.REASONS`) are found in two places:
 
-    - ``skip_corrupt=False``: a cheap check of every record (its file/folder, or every ``frame_files`` entry,
-      exists; ``num_frames >= 1``); all problems are raised at once in one DatasetError naming the split, index,
-      ``video_id``, ``origin`` (file and row) and path. A file that exists but cannot be decoded raises when it is
-      first read (from the DataLoader worker, re-raised in the main process), naming the file and the sample.
-    - ``skip_corrupt=True``: every record is validated by
-      :func:`fertrain.data.readers.check_readable` (count the frames that really decode, decode the first and last
-      frame of the segment; threads, ``max(1, num_workers)``). Failing records are dropped from the split and
-      written to ``<run_dir>/skipped_samples.csv`` (``split,index,video_id,path,reason``; ``index`` = position in
-      the dataset's own list of the split) and counted in a warning; an over-reported ``num_frames`` is lowered to
-      the decodable count. Because this happens once, before the workers fork, the counts are exact for any
-      ``num_workers`` and identical on every DDP rank (files are written by global rank 0). The sample ``index``
-      in batches is then the position in the kept list. A split with nothing left raises.
-    - Always: a k-fold source's :meth:`save_protocol` (e.g. MMI, BU-3DFE) writes its fold list (``folds.csv``)
-      into the run directory.
+    - at :meth:`setup`, once per split, in the main process, before any DataLoader worker starts: every record is
+      checked at ``check_level`` (threads, ``max(1, num_workers)``; results shared between splits);
+    - while reading (``ClipDataset.__getitem__``): what the setup check could not see (a frame that does not
+      decode although its markers are intact; a video whose decodable frames are fewer than indexed when the
+      setup did not decode it).
+
+    ``skip_corrupt=False``: the first unusable sample stops the run with an
+    :class:`~fertrain.data.integrity.UnusableSampleError` naming the split, index, ``video_id``, origin (file and
+    row), the file and the problem; at setup all problems of a split are listed at once (5 quoted in full).
+    ``skip_corrupt=True``: unusable samples are dropped (at setup from the split; while reading from their batch),
+    counted per reason, listed in ``<run_dir>/skipped_samples.csv`` (``split,index,video_id,path,reason,detail,
+    found_at``; ``index`` = position in the dataset's own list of the split), reported at the end of every
+    epoch, and exposed by :meth:`corrupt_report` (per-reason counts, which fertrain records in ``run.json``) and
+    :meth:`corrupt_details`. A truncated video is kept and the sampler draws only from the frames that decode;
+    such videos are counted (``truncated``). When more than ``max_corrupt_frac`` of a split is unusable the run
+    stops. Setup counts are exact for any ``num_workers`` and the same on every DDP rank; counts found while
+    reading are those of this process (under DDP each rank reads its own shard). The counts are saved in
+    checkpoints (:meth:`state_dict`), so a resumed run keeps them. Always: a k-fold source's
+    :meth:`save_protocol` (e.g. MMI, BU-3DFE) writes its fold list (``folds.csv``) into the run directory.
 
     Batches (after :meth:`on_after_batch_transfer`): ``video`` float32 ``(B, T, C, H, W)`` normalised,
     ``label`` int64 ``(B,)``, ``index`` int64 ``(B,)``, ``video_id`` list of ``B`` str; ``target`` float32 ``(B, K)``
-    when the dataset's records carry soft targets (FERPlus).
+    when the dataset's records carry soft targets (FERPlus). ``B`` may be smaller than the batch size when a
+    sample was dropped while reading (``skip_corrupt``).
 
     Raises:
         DatasetError: a split is empty, or the configured class names differ from the dataset's.
+        UnusableSampleError: an unusable sample under the default policy, or too many under ``skip_corrupt``.
     """
 
     def __init__(
@@ -103,13 +119,30 @@ class ClipDataModule(pl.LightningDataModule):
         seed: int = 0,
         class_balanced: bool = False,
         skip_corrupt: bool = False,
+        max_corrupt_frac: float = 0.01,
+        min_frames: int = 1,
+        check_level: str = "auto",
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(skip_corrupt, bool):
+            raise DatasetError(f"data.skip_corrupt must be true or false, got {skip_corrupt!r}")
+        if isinstance(max_corrupt_frac, bool) or not 0.0 <= float(max_corrupt_frac) <= 1.0:
+            raise DatasetError(f"data.max_corrupt_frac must be a fraction in [0, 1], got {max_corrupt_frac!r}")
+        if isinstance(min_frames, bool) or not isinstance(min_frames, int) or min_frames < 1:
+            raise DatasetError(f"data.min_frames must be an integer >= 1 (frames), got {min_frames!r}")
+        if check_level not in ("auto", *LEVELS):
+            raise DatasetError(f"data.check_level must be one of auto, {', '.join(LEVELS)}; got {check_level!r}")
         self.skip_corrupt = skip_corrupt
+        self.max_corrupt_frac = float(max_corrupt_frac)
+        self.min_frames = min_frames
+        self.check_level = check_level if check_level != "auto" else ("structure" if skip_corrupt else "exists")
         self.output_dir = output_dir
-        self.skipped: list[dict[str, object]] = []  # rows of skipped_samples.csv
-        self._validated: dict[tuple, tuple[int, str | None]] = {}  # media key -> (decodable frames, reason)
+        self._checked: dict[tuple, SampleCheck] = {}  # media key -> setup check result
+        self._listed: dict[str, int] = {}  # split -> records listed by the source
+        self._unusable: dict[str, dict[int, dict[str, object]]] = {}  # split -> index -> row (setup + reading)
+        self._truncated: dict[str, dict[int, dict[str, object]]] = {}  # split -> index -> row (kept, fewer frames)
+        self._epoch_counts: dict[str, Counter] = {}  # split -> reason -> samples dropped while reading, this epoch
         self._protocol_saved = False
         self.source = source
         self.class_balanced = class_balanced
@@ -135,6 +168,11 @@ class ClipDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def skipped(self) -> list[dict[str, object]]:
+        """Rows of ``skipped_samples.csv``: every unusable sample found so far (setup and reading), by split."""
+        return [row for split in self._unusable for _, row in sorted(self._unusable[split].items())]
 
     def split_records(self, split: str) -> list[ClipRecord]:
         """Records of ``split``, checked: non-empty and labels inside the class set.
@@ -163,51 +201,171 @@ class ClipDataModule(pl.LightningDataModule):
             train = split == "train"
             self.datasets[split] = ClipDataset(
                 records, self.sampler, self.train_transform if train else self.eval_transform,
-                train=train, seed=self.seed, split=split,
+                train=train, seed=self.seed, split=split, skip_unusable=self.skip_corrupt,
             )
             counts = Counter(r.label for r in records)
             per_class = ", ".join(f"{n}={counts.get(i, 0)}" for i, n in enumerate(self.class_names))
             log.info("%s %s: %d samples (%s)", type(self.source).__name__, split, len(records), per_class)
+        self._attach_report()
         self._write_run_files()
 
     def check_media(self, split: str, records: list[ClipRecord]) -> list[ClipRecord]:
-        """The media checks of the class docstring; returns the records to use (all, or the readable ones).
+        """The setup check of the class docstring; returns the records to use (all, or the usable ones, with the
+        frame count of a truncated video lowered to what decodes).
 
         Raises:
-            DatasetError: ``skip_corrupt=False`` and some media is missing or has no frames (all listed, at most 5
-                quoted in full); or ``skip_corrupt=True`` and no record of the split is readable.
+            UnusableSampleError: ``skip_corrupt=False`` and some sample is unusable (all counted, 5 quoted in
+                full); or ``skip_corrupt=True`` and more than ``max_corrupt_frac`` of the split is unusable.
         """
         name = type(self.source).__name__
-        if not self.skip_corrupt:
-            problems = [(i, r, why) for i, r in enumerate(records) if (why := _missing_media(r))]
-            if problems:
-                listing = "\n  ".join(_describe(split, i, r, why) for i, r, why in problems[:_MAX_LISTED])
-                raise DatasetError(
-                    f"{name}: {len(problems)} of {len(records)} '{split}' samples have missing or empty media; first "
-                    f"{min(len(problems), _MAX_LISTED)}:\n  {listing}\nSet data.datamodule.skip_corrupt=true to skip "
-                    "(and list) such samples instead")
-            return records
-        todo = [r for r in records if _media_key(r) not in self._validated]
-        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
-            for rec, result in zip(todo, pool.map(_validate, todo)):
-                self._validated[_media_key(rec)] = result
+        todo = {_media_key(r): r for r in records if _media_key(r) not in self._checked}
+        if todo:
+            level, min_frames = self.check_level, self.min_frames
+            with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
+                results = pool.map(lambda r: check_sample(r, level, min_frames), todo.values())
+                for key, result in zip(todo, results):
+                    self._checked[key] = result
+        self._listed[split] = len(records)
+        unusable = self._unusable.setdefault(split, {})
+        truncated = self._truncated.setdefault(split, {})
         kept: list[ClipRecord] = []
         for i, rec in enumerate(records):
-            n, reason = self._validated[_media_key(rec)]
-            if reason is not None:
-                self.skipped.append({"split": split, "index": i, "video_id": rec.video_id, "path": str(rec.path),
-                                     "reason": reason})
-                continue
-            kept.append(rec if rec.num_frames == n else dataclasses.replace(rec, num_frames=n))
-        dropped = len(records) - len(kept)
-        if dropped:
-            log.warning("%s %s: skip_corrupt=true skipped %d of %d samples (unreadable or missing media; listed in "
-                        "skipped_samples.csv in the run directory)", name, split, dropped, len(records))
-        if not kept:
-            first = self.skipped[-1]
-            raise DatasetError(f"{name}: all {len(records)} '{split}' samples are unreadable (skip_corrupt=true), "
-                               f"e.g. {first['path']}: {first['reason']}")
+            result = self._checked[_media_key(rec)]
+            if not result.usable:
+                unusable[i] = _row(split, i, rec, result.reason, result.detail, result.path, "setup")
+            elif result.truncated:
+                truncated[i] = _row(split, i, rec, "truncated", result.detail, result.path, "setup")
+                kept.append(dataclasses.replace(rec, num_frames=result.frames))
+            else:
+                kept.append(rec)
+        problems = [unusable[i] for i in sorted(unusable)]
+        if not self.skip_corrupt:
+            problems += [truncated[i] for i in sorted(truncated)]
+            if problems:
+                raise UnusableSampleError(
+                    f"{name}: {len(problems)} of {len(records)} '{split}' samples are unusable "
+                    f"({_reason_counts(problems)}); first {min(len(problems), _MAX_LISTED)}:\n  "
+                    + "\n  ".join(_describe_row(r) for r in problems[:_MAX_LISTED]) + self._hint()
+                    + "\nFix or remove them, or set data.skip_corrupt=true to skip, count and report unusable "
+                    "samples (the run stops above data.max_corrupt_frac)",
+                    str(problems[0]["reason"]), str(problems[0]["path"]))
+            return records
+        if problems or truncated:
+            log.warning("%s %s: skip_corrupt=true skipped %d of %d samples (%s); %d truncated videos kept (the sampler "
+                        "draws from their decodable frames); listed in skipped_samples.csv in the run directory",
+                        name, split, len(problems), len(records), _reason_counts(problems) or "none", len(truncated))
+        self._check_fraction(split)
         return kept
+
+    def data_fingerprint(self) -> dict:
+        """:func:`fertrain.data.fingerprint.data_fingerprint` of the samples this datamodule uses (the splits set up,
+        after the unusable-sample policy), over the dataset's ``root``: what training records in ``run.json`` and
+        the dataset check prints for a clean tree."""
+        from fertrain.data.fingerprint import data_fingerprint
+
+        root = getattr(self.source, "root", None)
+        return data_fingerprint({split: ds.records for split, ds in self.datasets.items()}, root)
+
+    def _hint(self) -> str:
+        hint = getattr(self.source, "layout_hint", None)
+        return f"\n{hint()}" if callable(hint) else ""
+
+    # ------------------------------------------------------------------------------------- unusable-sample report
+    def corrupt_report(self) -> dict[str, int]:
+        """Unusable samples found so far, counted per reason over all splits (what ``run.json`` records as
+        ``data.skipped``): ``{reason: samples}`` with the reasons of :data:`fertrain.data.integrity.REASONS` that
+        occurred; ``"truncated"`` counts the kept videos with fewer decodable frames than indexed. Empty: none.
+
+        A sample listed in two splits (e.g. ``val`` = ``test``) is counted once per split.
+        """
+        counts: Counter = Counter()
+        for split in self._unusable:
+            counts.update(str(r["reason"]) for r in self._unusable[split].values())
+        truncated = sum(len(rows) for rows in self._truncated.values())
+        if truncated:
+            counts["truncated"] += truncated
+        return dict(sorted(counts.items()))
+
+    def corrupt_details(self) -> dict[str, object]:
+        """The full report: policy, and per split the samples listed, unusable (per reason), their fraction and the
+        truncated videos kept; ``skipped_samples_csv`` is the list's path (None when not written)."""
+        splits = {}
+        for split, listed in self._listed.items():
+            rows = list(self._unusable.get(split, {}).values())
+            splits[split] = {"listed": listed, "unusable": len(rows),
+                             "fraction": round(len(rows) / listed, 6) if listed else 0.0,
+                             "reasons": dict(sorted(Counter(str(r["reason"]) for r in rows).items())),
+                             "truncated": len(self._truncated.get(split, {}))}
+        out = self.run_dir()
+        csv_path = out / "skipped_samples.csv" if out is not None and self.skip_corrupt else None
+        return {"policy": "skip" if self.skip_corrupt else "error", "max_corrupt_frac": self.max_corrupt_frac,
+                "min_frames": self.min_frames, "check_level": self.check_level, "reasons": self.corrupt_report(),
+                "splits": splits, "skipped_samples_csv": str(csv_path) if csv_path else None}
+
+    def _check_fraction(self, split: str) -> None:
+        listed = self._listed.get(split, 0)
+        rows = self._unusable.get(split, {})
+        if listed and len(rows) / listed > self.max_corrupt_frac:
+            ordered = [rows[i] for i in sorted(rows)]
+            raise UnusableSampleError(
+                f"{type(self.source).__name__} '{split}': {len(rows)} of {listed} samples "
+                f"({100 * len(rows) / listed:.2f}%) are unusable ({_reason_counts(ordered)}), more than "
+                f"data.max_corrupt_frac={self.max_corrupt_frac} allows; first {min(len(rows), _MAX_LISTED)}:\n  "
+                + "\n  ".join(_describe_row(r) for r in ordered[:_MAX_LISTED])
+                + "\nRepair the data (python -m fertrain.data.check lists every problem) or raise "
+                "data.max_corrupt_frac knowingly", str(ordered[0]["reason"]), str(ordered[0]["path"]))
+
+    def record_unusable(self, batch: dict) -> None:
+        """Take the unusable/truncated samples a batch reports (``_unusable``/``_truncated``, set by
+        :func:`collate_usable` in the worker) into the counts; stop when a split passes ``max_corrupt_frac``."""
+        for item in batch.pop("_unusable", None) or []:
+            split, index = str(item["split"]), int(item["index"])
+            rows = self._unusable.setdefault(split, {})
+            if index not in rows:
+                rec = self.datasets[split].records[index] if split in self.datasets else None
+                rows[index] = {**_row(split, index, rec, item["reason"], item["detail"], item["path"], "reading"),
+                               "video_id": item["video_id"]}
+                log.warning("%s sample %d (video_id %s) unusable while reading, skipped (skip_corrupt=true): %s",
+                            split, index, item["video_id"], item["detail"])
+            self._epoch_counts.setdefault(split, Counter())[str(item["reason"])] += 1
+            self._check_fraction(split)
+        for item in batch.pop("_truncated", None) or []:
+            split, index = str(item["split"]), int(item["index"])
+            rows = self._truncated.setdefault(split, {})
+            if index not in rows:
+                rows[index] = {"split": split, "index": index, "video_id": item["video_id"], "path": item["path"],
+                               "reason": "truncated", "detail": item["detail"], "found_at": "reading"}
+
+    def report_epoch(self, split: str, epoch: int) -> str:
+        """One line on the unusable samples of ``split``: dropped while reading this epoch, total so far, kept
+        truncated videos; logged (WARNING when there are any) and returned. Rewrites ``skipped_samples.csv``."""
+        this_epoch = self._epoch_counts.pop(split, Counter())
+        rows = self._unusable.get(split, {})
+        line = (f"{type(self.source).__name__} '{split}' epoch {epoch}: unusable samples: "
+                f"{sum(this_epoch.values())} dropped while reading this epoch ({_counter_text(this_epoch)}); "
+                f"{len(rows)} of {self._listed.get(split, 0)} in total "
+                f"({_counter_text(Counter(str(r['reason']) for r in rows.values()))}); "
+                f"{len(self._truncated.get(split, {}))} truncated videos kept")
+        (log.warning if rows or this_epoch else log.info)(line)
+        self._write_run_files()
+        return line
+
+    def _attach_report(self) -> None:
+        """Add the per-epoch report callback to the attached trainer (once)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not self.skip_corrupt:
+            return
+        if not any(isinstance(cb, UnusableSampleReport) for cb in trainer.callbacks):
+            trainer.callbacks.append(UnusableSampleReport())
+
+    def state_dict(self) -> dict:
+        """Unusable/truncated samples found so far (saved in checkpoints by Lightning)."""
+        return {"unusable": self._unusable, "truncated": self._truncated}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for key, target in (("unusable", self._unusable), ("truncated", self._truncated)):
+            for split, rows in (state_dict.get(key) or {}).items():
+                target.setdefault(split, {}).update({int(i): row for i, row in rows.items()})
 
     def run_dir(self) -> Path | None:
         """Where run files go: ``output_dir``, else the attached trainer's ``default_root_dir``, else None."""
@@ -232,10 +390,14 @@ class ClipDataModule(pl.LightningDataModule):
             self._protocol_saved = True
         if self.skip_corrupt:
             out.mkdir(parents=True, exist_ok=True)
-            with open(out / "skipped_samples.csv", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=["split", "index", "video_id", "path", "reason"])
+            rows = self.skipped + [row for split in self._truncated
+                                   for _, row in sorted(self._truncated[split].items())]
+            tmp = out / "skipped_samples.csv.tmp"
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(_ROW_FIELDS), extrasaction="ignore")
                 writer.writeheader()
-                writer.writerows(self.skipped)
+                writer.writerows(rows)
+            tmp.replace(out / "skipped_samples.csv")
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.datasets[split]
@@ -261,6 +423,7 @@ class ClipDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers,
             drop_last=train and len(ds) > self.batch_size,
             worker_init_fn=seed_worker,
+            collate_fn=collate_usable,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -272,6 +435,12 @@ class ClipDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Count the samples the batch reports as unusable or truncated (:meth:`record_unusable`)."""
+        if "_unusable" in batch or "_truncated" in batch:
+            self.record_unusable(batch)
+        return batch
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Normalise ``video`` on the device: uint8 ``(B, T, C, H, W)`` -> float32 ``(B, T, C, H, W)``."""
         if batch["video"].dtype == torch.uint8:
@@ -281,38 +450,72 @@ class ClipDataModule(pl.LightningDataModule):
 
 # ------------------------------------------------------------------------------------------------- media checks
 _MAX_LISTED = 5
+_ROW_FIELDS = ("split", "index", "video_id", "path", "reason", "detail", "found_at")
 
 
 def _media_key(rec: ClipRecord) -> tuple:
     return (rec.frame_files or str(rec.path), rec.start_frame, rec.num_frames)
 
 
-def _describe(split: str, i: int, rec: ClipRecord, why: str) -> str:
-    where = f" ({rec.origin})" if rec.origin else ""
-    return f"{split} #{i} video_id {rec.video_id}{where}: {why}"
+def _row(split: str, i: int, rec: ClipRecord | None, reason: str | None, detail: str, path: str,
+         found_at: str) -> dict[str, object]:
+    where = f" ({rec.origin})" if rec is not None and rec.origin else ""
+    return {"split": split, "index": i, "video_id": rec.video_id if rec is not None else "", "path": path,
+            "reason": reason, "detail": detail, "found_at": found_at, "origin": where.strip(" ()")}
 
 
-def _missing_media(rec: ClipRecord) -> str | None:
-    """Why a record's media is unusable by a cheap check (existence, frame count), or None."""
-    if rec.frame_files is not None:
-        missing = [str(p) for p in rec.frame_files if not Path(p).is_file()]
-        if missing:
-            return f"frame file(s) missing: expected {', '.join(missing)}"
-    elif not Path(rec.path).exists():
-        return f"missing: expected {rec.path}"
-    if rec.num_frames < 1:
-        return (f"no frames counted in {rec.path} (an empty frame folder, or a video that cannot be opened or whose "
-                "container states no frame count)")
-    return None
+def _describe_row(row: dict[str, object]) -> str:
+    where = f" ({row['origin']})" if row.get("origin") else ""
+    return f"{row['split']} #{row['index']} video_id {row['video_id']}{where}: {row['reason']}: {row['detail']}"
 
 
-def _validate(rec: ClipRecord) -> tuple[int, str | None]:
-    """``(decodable frames of the segment, None)`` or ``(0, reason)``; never raises (skip_corrupt only)."""
-    why = _missing_media(rec) if rec.num_frames >= 1 else None
-    if why is not None:
-        return 0, why
-    try:
-        listed = rec.num_frames if rec.num_frames >= 1 else None
-        return check_readable(rec.frame_files or rec.path, rec.start_frame, listed), None
-    except Exception as err:  # noqa: BLE001 - the user opted in to skipping; the reason is recorded
-        return 0, f"{type(err).__name__}: {err}"
+def _counter_text(counts: Counter) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
+
+
+def _reason_counts(rows: list[dict[str, object]]) -> str:
+    return _counter_text(Counter(str(r["reason"]) for r in rows))
+
+
+def collate_usable(samples: list[dict]) -> dict:
+    """DataLoader ``collate_fn``: drop the samples :class:`ClipDataset` marked unusable (``skip_corrupt``), collate
+    the rest with PyTorch's default collate, and report the dropped and truncated ones in the batch's
+    ``_unusable``/``_truncated`` lists (taken out by :meth:`ClipDataModule.on_before_batch_transfer`).
+
+    Raises:
+        UnusableSampleError: every sample of the batch is unusable (a batch cannot be empty); names them all.
+    """
+    bad = [s for s in samples if "unusable" in s]
+    good = [s for s in samples if "unusable" not in s]
+    truncated = [s.pop("_truncated") for s in good if "_truncated" in s]
+    if not good:
+        listing = "; ".join(f"{s['split']} #{s['index']} {s['path']}: {s['unusable']}" for s in bad)
+        raise UnusableSampleError(f"every sample of a batch of {len(bad)} is unusable ({listing}); a batch cannot be "
+                                  "empty: repair the data (python -m fertrain.data.check) or use a larger batch",
+                                  str(bad[0]["unusable"]), str(bad[0]["path"]))
+    batch = default_collate(good)
+    if bad:
+        batch["_unusable"] = [{"split": s["split"], "index": s["index"], "video_id": s["video_id"],
+                               "path": s["path"], "reason": s["unusable"], "detail": s["detail"]} for s in bad]
+    if truncated:
+        batch["_truncated"] = truncated
+    return batch
+
+
+class UnusableSampleReport(pl.Callback):
+    """Reports unusable samples at the end of every train/val/test epoch (:meth:`ClipDataModule.report_epoch`);
+    added to the trainer by :class:`ClipDataModule` when ``skip_corrupt`` is on."""
+
+    def _report(self, trainer: pl.Trainer, split: str) -> None:
+        dm = getattr(trainer, "datamodule", None)
+        if isinstance(dm, ClipDataModule) and not trainer.sanity_checking:
+            dm.report_epoch(split, trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, "train")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, "test")

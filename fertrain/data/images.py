@@ -1,8 +1,9 @@
 """Static images: decode one image file, crop a face box, parse FER2013 pixel strings.
 
 A static image is a clip of length 1 everywhere in fertrain: ``read_image`` returns uint8 ``(1, H, W, 3)`` RGB,
-which :func:`fertrain.data.readers.read_frames` hands on for an image-file path (``.jpg``/``.jpeg``/``.png``/
-``.bmp``), so images flow through the same ``ClipDataset`` -> transform -> ``(B, 1, C, H, W)`` batches as videos.
+which :func:`fertrain.data.readers.read_frames` hands on for an image-file path (any suffix of
+:data:`IMAGE_FILE_SUFFIXES`: ``.jpg``, ``.png``, ``.bmp``, ``.tif`` ...), so images flow through the same
+``ClipDataset`` -> transform -> ``(B, 1, C, H, W)`` batches as videos.
 
 Decoding: a complete colour or grey JPEG (starts with the SOI marker, ends with EOI) is decoded by OpenCV's
 libjpeg-turbo (``cv2.imdecode``, EXIF orientation ignored, as PIL does); anything else (PNG, BMP, a truncated
@@ -29,7 +30,8 @@ from fertrain.data.records import ClipRecord, DatasetError, LazySplitRecords
 __all__ = ["FER2013_SIZE", "IMAGE_FILE_SUFFIXES", "LazySplitRecords", "carve_stratified_val", "crop_box",
            "parse_fer2013_pixels", "read_image"]
 
-IMAGE_FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# Single-image files: everything PIL decodes that FER datasets ship (AffectNet has .tif/.png besides .jpg).
+IMAGE_FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 FER2013_SIZE = 48  # FER2013 images are 48 x 48 grey pixels (Goodfellow et al., ICONIP 2013)
 
 _PIL_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -57,7 +59,7 @@ def read_image(path: str | Path) -> np.ndarray:
     except OSError as err:
         raise DatasetError(f"image {path} cannot be read ({type(err).__name__}: {err})") from err
     if not data:
-        raise DatasetError(f"image {path} is empty (0 bytes); expected a JPEG/PNG/BMP image")
+        raise DatasetError(f"image {path} is empty (0 bytes); expected an image file (JPEG/PNG/BMP/TIFF ...)")
     rgb = None
     if data.startswith(_JPEG_SOI) and data.rstrip(b"\x00").endswith(_JPEG_EOI):
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS)

@@ -9,7 +9,8 @@
 - a ``.npy`` file: a uint8 array ``(N, H, W, 3)``, memory-mapped;
 - a list/tuple of image files: the frames in the listed order (``ClipRecord.frame_files``, e.g. BU-3DFE's
   neutral -> level 1..4 static images); decoded like frame-folder images;
-- a single image file (``.jpg``/``.jpeg``/``.png``/``.bmp``): a clip of length 1, decoded by
+- a single image file (any suffix of :data:`fertrain.data.images.IMAGE_FILE_SUFFIXES`: JPEG, PNG, BMP, TIFF,
+  WebP, ...): a clip of length 1, decoded by
   :func:`fertrain.data.images.read_image` (static-image datasets);
 - anything else: a video file decoded with decord (the ``decord2`` distribution).
 
@@ -55,7 +56,8 @@ from PIL import Image
 
 from fertrain.data.records import DatasetError
 
-__all__ = ["IMAGE_SUFFIXES", "check_readable", "count_frames", "list_frame_files", "probe_video", "read_frames"]
+__all__ = ["IMAGE_SUFFIXES", "check_readable", "count_frame_files", "count_frames", "list_frame_files", "probe_video",
+           "read_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def read_frames(path: Path | Sequence[Path], indices: np.ndarray, reduce_to: int
     idx = _check_indices(indices, path)
     if reduce_to is not None and (isinstance(reduce_to, bool) or int(reduce_to) < 1):
         raise ValueError(f"reduce_to must be None or an integer >= 1 (pixels), got {reduce_to!r}")
-    if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") and not path.is_dir():
+    if path.suffix.lower() in _single_image_suffixes() and not path.is_dir():
         # A single image file (RAF-DB, AffectNet, FERPlus): a clip of length 1, repeated if T > 1 is asked for.
         from fertrain.data.images import read_image
 
@@ -150,6 +152,22 @@ def count_frames(path: Path | Sequence[Path]) -> int:
     return _count_video_frames(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
+def count_frame_files(folder: Path) -> int:
+    """Number of frames of a frame folder (as :func:`list_frame_files` counts them: hidden files excluded); 0 when
+    the folder is missing, not a directory or holds no frame image (nothing is decoded)."""
+    try:
+        return len(_frame_names(Path(folder)))
+    except DatasetError:
+        return 0
+
+
+def _single_image_suffixes() -> tuple[str, ...]:
+    """Suffixes of single image files (a clip of length 1), from :mod:`fertrain.data.images` (lazy import)."""
+    from fertrain.data.images import IMAGE_FILE_SUFFIXES
+
+    return IMAGE_FILE_SUFFIXES
+
+
 def list_frame_files(folder: Path) -> list[Path]:
     """Frame images of a folder in natural order of the numbers in their names.
 
@@ -172,12 +190,14 @@ def _frame_names(folder: Path) -> list[str]:
 
     One ``os.scandir`` pass: the directory entry's type (``d_type``) tells files apart without a ``stat`` per
     file (symbolic links are followed, as ``Path.is_file`` does). A suffix counts as for ``Path.suffix``: the
-    text from the last dot, when the dot is not the first character of the name.
+    text from the last dot, when the dot is not the first character of the name. Hidden files (``.*``, e.g. the
+    AppleDouble ``._00001.jpg`` files macOS writes beside every frame on foreign volumes) are never frames.
     """
     try:
         with os.scandir(folder) as entries:
             names = [e.name for e in entries
-                     if e.name.rfind(".") > 0 and e.name[e.name.rfind("."):].lower() in IMAGE_SUFFIXES and e.is_file()]
+                     if not e.name.startswith(".") and e.name.rfind(".") > 0
+                     and e.name[e.name.rfind("."):].lower() in IMAGE_SUFFIXES and e.is_file()]
     except (FileNotFoundError, NotADirectoryError):
         raise DatasetError(f"frame folder {folder} does not exist or is not a directory") from None
     if not names:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -51,6 +51,9 @@ class ClipRecord:
             (``path`` is then the folder that holds them, for messages) and ``num_frames`` is its length.
         origin: where the record was listed (e.g. ``"labels.csv line 7"``), quoted by error messages and by the
             list of skipped samples.
+        extra: optional further annotations the dataset lists per sample, for tasks that want them, e.g.
+            AffectNet's ``{"valence": float, "arousal": float, "landmarks": ((x, y), ...)}`` (68 points, pixels);
+            the dataset adds them to the sample as float32 tensors (all records of a split have the same keys).
     """
 
     path: Path
@@ -64,6 +67,7 @@ class ClipRecord:
     box: tuple[int, int, int, int] | None = None
     frame_files: tuple[Path, ...] | None = None
     origin: str | None = None
+    extra: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 class RecordSource(Protocol):

@@ -141,26 +141,45 @@ def test_dfew_missing_set_csv_is_named(tmp_path):
         DFEW(root, fold=4)
 
 
+def _dm(source, **kwargs):
+    from fertrain.data.datamodule import ClipDataModule
+    from fertrain.data.samplers import UniformSampler
+    from fertrain.data.transforms import build_clip_transform
+
+    tf = build_clip_transform(train=False, size=32)
+    return ClipDataModule(source, UniformSampler(2), tf, tf, num_workers=0, **kwargs)
+
+
 def test_dfew_rows_pointing_at_missing_folders_are_all_reported(tmp_path):
     root = make_miniature_dfew(tmp_path, clips_per_class=2, num_frames=2)
     for clip in ("00003", "00012"):
         shutil.rmtree(root / "Clip" / "clip_224x224" / clip)
+    source = DFEW(root, fold=1)  # missing clips are samples of the unusable-sample policy, not a layout error
     with pytest.raises(DatasetError) as err:
-        DFEW(root, fold=1)
+        _dm(source).setup("fit")
     msg = str(err.value)
-    assert "2 listed clips have no frame folder" in msg
+    assert "2 of 11 'train' samples are unusable (missing=2)" in msg
     # Clip 3 is in test fold 3 (j=2), so in train set_1; clip 12 (j=11) is in test fold 2, so in train set_1.
-    assert "train(single-labeled)/set_1.csv line" in msg
-    assert "video_name 3 " in msg and "video_name 12 " in msg
+    assert "video_id 00003" in msg and "video_id 00012" in msg
     assert str(root / "Clip" / "clip_224x224" / "00003") in msg and str(root / "Clip" / "clip_224x224" / "00012") in msg
+    assert "DFEW media folder: " in msg and "data.skip_corrupt=true" in msg
 
 
-def test_dfew_empty_frame_folder_is_an_error(tmp_path):
+def test_dfew_wrong_media_folder_is_a_layout_error_naming_it(tmp_path):
+    root = make_miniature_dfew(tmp_path, clips_per_class=1, num_frames=2)
+    (root / "Clip" / "clip_224x224").rename(root / "Clip" / "frames")
+    with pytest.raises(DatasetError, match=r"(?s)none of the 7 listed clips has a frame folder under "
+                                           r".*clip_224x224 \(that folder does not exist; .*Clip holds \['frames'\]\)"):
+        DFEW(root, fold=1)
+
+
+def test_dfew_empty_frame_folder_is_unusable(tmp_path):
     root = make_miniature_dfew(tmp_path, clips_per_class=1, num_frames=2)
     for f in (root / "Clip" / "clip_224x224" / "00001").iterdir():
         f.unlink()
-    with pytest.raises(DatasetError, match=r"1 frame folders contain no"):
-        DFEW(root, fold=2)
+    (root / "Clip" / "clip_224x224" / "00001" / "._00001.jpg").write_bytes(b"\x00\x05AppleDouble")  # not a frame
+    with pytest.raises(DatasetError, match=r"(?s)1 of 5 'train' samples are unusable \(empty=1\).*00001 holds no"):
+        _dm(DFEW(root, fold=2)).setup("fit")
 
 
 def _rewrite_csv(path: Path, line_no: int, text: str) -> None:

@@ -120,9 +120,12 @@ def test_rafdb_bad_input(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="lists no test_\\* image"):
         RAFDB(root).records("train")
     label_file.write_text(good)
-    (root / "Image" / "aligned" / "test_0004_aligned.jpg").unlink()
-    with pytest.raises(DatasetError, match=r"(?s)1 images .* missing.*line 18: test_0004\.jpg -> expected .*_aligned"):
-        RAFDB(root).records("test")
+    (root / "Image" / "aligned" / "test_0004_aligned.jpg").unlink()  # a missing image: the unusable-sample policy
+    dm = ClipDataModule(RAFDB(root), UniformSampler(1), identity, identity, num_workers=0)
+    with pytest.raises(DatasetError, match=r"(?s)1 of 7 'test' samples are unusable \(missing=1\).*test_0004 "
+                                           r"\(.*list_patition_label\.txt line 18\): missing: "
+                                           r".*test_0004_aligned\.jpg"):
+        dm.setup("test")
 
 
 def test_corrupt_image_error_or_counted_skip(tmp_path: Path) -> None:
@@ -134,10 +137,10 @@ def test_corrupt_image_error_or_counted_skip(tmp_path: Path) -> None:
         dataset(test)[2]
     # opt-in: the datamodule's skip_corrupt validates every image once, drops and counts the unreadable one
     dm = ClipDataModule(RAFDB(root), UniformSampler(1), identity, identity, batch_size=2, num_workers=0,
-                        skip_corrupt=True)
+                        skip_corrupt=True, max_corrupt_frac=0.5)
     dm.setup("test")
     assert len(dm.datasets["test"]) == 6 and "test_0003" not in [r.video_id for r in dm.datasets["test"].records]
-    assert [(s["split"], s["video_id"]) for s in dm.skipped] == [("test", "test_0003")]
+    assert [(s["split"], s["video_id"], s["reason"]) for s in dm.skipped] == [("test", "test_0003", "unreadable")]
 
 
 # ------------------------------------------------------------------------------------------------ AffectNet
@@ -181,9 +184,10 @@ def test_affectnet_bad_input(tmp_path: Path) -> None:
         AffectNet(root).records("test")
     (lists / "validation.csv").write_text(good)
     missing = lines[1].split(",")[0]
-    (root / "Manually_Annotated_Images" / missing).unlink()
-    with pytest.raises(DatasetError, match=f"line 2: {missing} -> expected"):
-        AffectNet(root).records("test")
+    (root / "Manually_Annotated_Images" / missing).unlink()  # a missing image: the unusable-sample policy
+    dm = ClipDataModule(AffectNet(root), UniformSampler(1), identity, identity, num_workers=0)
+    with pytest.raises(DatasetError, match=f"(?s)validation\\.csv line 2\\): missing: .*{missing} does not exist"):
+        dm.setup("test")
     with pytest.raises(ValueError, match="7 .* or 8"):
         AffectNet(root, num_classes=6)
 
@@ -252,8 +256,8 @@ def test_ferplus_label_modes_known_answers(votes: list[int], expected: dict) -> 
 
 def test_ferplus_dataset_pixels_png_and_dropped_counts(tmp_path: Path) -> None:
     root = make_miniature_ferplus(tmp_path / "FERPlus", per_class=1)
-    png = FERPlus(root, images="png")
-    pixels = FERPlus(root, images="pixels", cache_dir=tmp_path / "cache")
+    png = FERPlus(root, images="png", label_source="fer2013new")
+    pixels = FERPlus(root, images="pixels", cache_dir=tmp_path / "cache", label_source="fer2013new")
     for split in ("train", "val", "test"):
         assert len(png.records(split)) == 8 and [r.label for r in png.records(split)] == list(range(8))
         assert dict(png.dropped[split]) == {"no_image": 1, "no_agreement": 1, "unknown": 1, "not_face": 1}
@@ -264,7 +268,7 @@ def test_ferplus_dataset_pixels_png_and_dropped_counts(tmp_path: Path) -> None:
         assert sa["video"].shape == (1, 3, 48, 48) and torch.equal(sa["video"], sb["video"])
         assert sa["target"].dtype == torch.float32 and sa["target"].shape == (8,) and int(sa["target"].argmax()) == i
     # multi_target keeps the no-agreement row of train (two emotions with 3 votes each), val/test stay majority
-    multi = FERPlus(root, label_mode="multi_target", images="png")
+    multi = FERPlus(root, label_mode="multi_target", images="png", label_source="fer2013new")
     assert len(multi.records("train")) == 9 and multi.dropped["train"]["no_agreement"] == 0
     assert np.allclose(multi.records("train")[8].target, [0.5, 0.5, 0, 0, 0, 0, 0, 0])
     assert len(multi.records("test")) == 8
@@ -277,28 +281,29 @@ def test_ferplus_bad_input(tmp_path: Path) -> None:
     good = (root / "fer2013new.csv").read_text()
     (root / "fer2013new.csv").unlink()
     with pytest.raises(DatasetError, match=r"fer2013new\.csv does not exist"):
-        FERPlus(root).records("train")
+        FERPlus(root, label_source="fer2013new").records("train")
     lines = good.splitlines()
     (root / "fer2013new.csv").write_text("\n".join(lines[:3] + [lines[3].replace(",7,", ",-7,", 1)] + lines[4:]))
     with pytest.raises(DatasetError, match=r"fer2013new\.csv: line 4: vote counts must be finite and >= 0"):
-        FERPlus(root, cache_dir=tmp_path / "c").records("train")
+        FERPlus(root, cache_dir=tmp_path / "c", label_source="fer2013new").records("train")
     (root / "fer2013new.csv").write_text("\n".join(l for l in lines if not l.startswith("PrivateTest")))
     with pytest.raises(DatasetError, match="has 36 image rows but .* has 24"):
-        FERPlus(root, cache_dir=tmp_path / "c").records("train")
+        FERPlus(root, cache_dir=tmp_path / "c", label_source="fer2013new").records("train")
     (root / "fer2013new.csv").write_text(good)
     (root / "fer2013.csv").unlink()
     with pytest.raises(DatasetError, match=r"neither FER2013Train/Valid/Test PNG folders .* nor the FER2013 pixel"):
         FERPlus(root).records("train")
     root = make_miniature_ferplus(tmp_path / "F2", per_class=1, pixels=False)
-    (root / "data" / "FER2013Test" / "fer0000030.png").unlink()
-    with pytest.raises(DatasetError, match=r"(?s)1 images listed .* missing.*fer0000030\.png -> expected"):
-        FERPlus(root).records("test")
+    (root / "data" / "FER2013Test" / "fer0000030.png").unlink()  # a missing image: the unusable-sample policy
+    dm = ClipDataModule(FERPlus(root), UniformSampler(1), identity, identity, num_workers=0)
+    with pytest.raises(DatasetError, match=r"(?s)'test' samples are unusable \(missing=1\).*fer0000030\.png"):
+        dm.setup("test")
     # an empty split: every PrivateTest row without agreement
     rows = (root / "fer2013new.csv").read_text().splitlines()
     rows = [r if not r.startswith("PrivateTest") else ",".join(r.split(",")[:2] + ["1"] * 10) for r in rows]
     (root / "fer2013new.csv").write_text("\n".join(rows) + "\n")
-    with pytest.raises(DatasetError, match="no PrivateTest image .* is left for 'test'"):
-        FERPlus(root, check_media=False).records("test")
+    with pytest.raises(DatasetError, match="no FER2013Test image of the fer2013new labels is left for 'test'"):
+        FERPlus(root, check_media=False, label_source="fer2013new").records("test")
 
 
 # ------------------------------------------------------------------------------------------------ losses

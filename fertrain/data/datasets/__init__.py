@@ -27,6 +27,11 @@ Spotting (long videos, per-frame neutral/macro/micro):
 - :mod:`fertrain.data.datasets.spotting_common` — what the annotated long-video datasets share (workbook rows to
   0-based intervals, offset rules, counted fixes).
 
+Your own data:
+
+- :mod:`fertrain.data.datasets.folder` — class folders (``data=folder``), seeded split grouped by subject.
+- :mod:`fertrain.data.datasets.csvlist` — a CSV list (``data=csv``): path, label, split/fold/subject, segments.
+
 Not benchmarks:
 
 - :mod:`fertrain.data.datasets.demo` — the packaged real demo video (2 classes, split by time).

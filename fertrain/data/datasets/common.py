@@ -261,6 +261,80 @@ class SubjectFoldDataset:
         return {"train": train, "val": test, "test": test}
 
 
+# ------------------------------------------------------------------------------------------- seeded splits
+def assign_splits(
+    labels: Sequence[int],
+    fractions: Sequence[float],
+    seed: int,
+    groups: Sequence[str] | None = None,
+) -> list[int]:
+    """Assign samples to splits (index into ``fractions``): seeded, stratified by label, optionally grouped.
+
+    Rule (ours). Without ``groups``: per class, a seeded permutation (numpy ``default_rng(seed)``) is cut into
+    consecutive parts of ``round(f_k * n_c)`` samples (the last split takes the rest), so every split holds every
+    class in proportion. With ``groups`` (e.g. subject ids): whole groups are assigned, never split: groups are
+    taken in a seeded random order, larger first, and each goes to the split where it least increases the squared
+    deviation of the per-class counts from their targets ``f_k * N_c`` (a greedy stratified group split, as
+    scikit-learn's ``StratifiedGroupKFold`` does for folds); a split left empty while there are groups to spare
+    takes the smallest group of the fullest split. Deterministic for a seed; one group never sits in two splits.
+
+    Args:
+        labels: class index per sample.
+        fractions: target fraction per split (non-negative, summing to 1; a 0 split stays empty).
+        seed: seed of the permutations.
+        groups: group id per sample, or None.
+
+    Returns:
+        Split index per sample.
+
+    Raises:
+        ValueError: fractions negative or not summing to 1, or ``groups`` of another length.
+    """
+    fr = np.asarray(fractions, dtype=np.float64)
+    if fr.ndim != 1 or (fr < 0).any() or abs(fr.sum() - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {list(fractions)}")
+    labels = np.asarray(labels, dtype=np.int64)
+    out = np.zeros(len(labels), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        for c in np.unique(labels):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            bounds = np.floor(np.cumsum(fr)[:-1] * len(idx) + 0.5).astype(int)
+            for k, part in enumerate(np.split(idx, bounds)):
+                out[part] = k
+        return out.tolist()
+    if len(groups) != len(labels):
+        raise ValueError(f"groups has {len(groups)} entries for {len(labels)} samples")
+    names = sorted(set(groups), key=natural_key)
+    members = {g: [] for g in names}
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    classes = np.unique(labels)
+    col = {c: j for j, c in enumerate(classes)}
+    totals = np.bincount([col[c] for c in labels], minlength=len(classes)).astype(np.float64)
+    target = fr[:, None] * totals[None, :]  # (S, C)
+    counts = np.zeros_like(target)
+    order = [names[i] for i in rng.permutation(len(names))]
+    order.sort(key=lambda g: -len(members[g]))  # stable: ties keep the seeded order
+    where: dict[str, int] = {}
+    for g in order:
+        vec = np.bincount([col[labels[i]] for i in members[g]], minlength=len(classes)).astype(np.float64)
+        cost = ((counts + vec - target) ** 2).sum(1) - ((counts - target) ** 2).sum(1)
+        cost[fr == 0] = np.inf
+        k = int(np.argmin(cost))
+        counts[k] += vec
+        where[g] = k
+    for k in np.flatnonzero(fr > 0):  # no wanted split left empty while groups can be moved
+        if not any(v == k for v in where.values()):
+            donors = [g for g in order if sum(1 for v in where.values() if v == where[g]) > 1]
+            if donors:
+                g = min(donors, key=lambda g: len(members[g]))
+                where[g] = int(k)
+    for g, k in where.items():
+        out[members[g]] = k
+    return out.tolist()
+
+
 # ------------------------------------------------------------------------------------------- miniature media
 _COLOURS = {  # RGB per canonical class (ours: far apart in colour and brightness)
     "Angry": (210, 30, 30), "Disgust": (60, 160, 40), "Fear": (140, 40, 160), "Happy": (230, 200, 40),

@@ -17,6 +17,21 @@ Expected layout (official release; only the files of the chosen ``fold`` are rea
 ``video_name`` is the clip number as an integer; folders and files are zero-padded to 5 digits.
 ``conf/data/dfew_video.yaml`` (``data=dfew_video``) reads the video files instead of the frame folders.
 
+Layouts found as users unpack the release (each handled, and said in the log):
+
+- the frame zips ``clip_224x224_part_<k>.zip`` unpack for some users into a doubled
+  ``Clip/clip_224x224/clip_224x224/<id>/`` (public DFEW loaders hard-code that path); the doubled folder is found
+  and used automatically. ``frames_dir="Clip/clip_224x224_16f"`` (``data.frames=clip_224x224_16f``) selects the
+  release's 16-frame time-interpolated version (same rule for its nesting);
+- the original videos come as ``data_part_1-2-3.zip`` ... and unpack as ``Clip/original/part_1 ... part_11/
+  <n>.mp4`` with the clip number *not* zero-padded (the release README; public loaders index ``part_*`` folders);
+  a flat ``Clip/original/<00001>.mp4`` folder is read too.
+
+Release facts used by the dataset check (``python -m fertrain.data.check``; the release README): 16,372 clips
+(``video_name`` 1..16372) of which 11,697 are single-labelled and in the 5-fold protocol (:data:`OFFICIAL_FOLD_SIZES`,
+:data:`OFFICIAL_CLASS_TOTALS`); ``clip_224x224`` holds 15,906 clips (466 without a detected face dropped), so a
+frame tree holds clips outside the single-label protocol: those are expected, not extra.
+
 Label map (official 1-based index -> name; canonical ``class_names`` keep the official order, 0-based)::
 
     1 Happy  2 Sad  3 Neutral  4 Angry  5 Surprise  6 Disgust  7 Fear
@@ -35,13 +50,17 @@ selection).
 from __future__ import annotations
 
 import csv
+import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from fertrain.data.records import SPLITS, ClipRecord, DatasetError
+
+log = logging.getLogger(__name__)
 
 DFEW_CLASS_NAMES: tuple[str, ...] = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
 # Official 1-based label index -> class name (DFEW release, EmoLabel_DataSplit csvs).
@@ -55,6 +74,13 @@ OFFICIAL_LABEL_NAMES: dict[int, str] = {
     7: "Fear",
 }
 NUM_FOLDS = 5
+# Release facts (DFEW README of the release; checked against the real split files in tests/data/test_datasets.py)
+OFFICIAL_FOLD_SIZES: dict[int, tuple[int, int]] = {1: (9356, 2341), 2: (9356, 2341), 3: (9357, 2340),
+                                                   4: (9358, 2339), 5: (9361, 2336)}
+OFFICIAL_CLASS_TOTALS: dict[str, int] = {"Happy": 2445, "Sad": 1894, "Neutral": 2669, "Angry": 2173, "Surprise": 1469,
+                                         "Disgust": 145, "Fear": 902}
+OFFICIAL_SINGLE_LABELLED = 11697
+RELEASE_CLIPS = 16372  # video_name 1..16372 in the release (Clip/original)
 SPLIT_DIR = "EmoLabel_DataSplit"
 TRAIN_DIR = "train(single-labeled)"
 TEST_DIR = "test(single-labeled)"
@@ -164,9 +190,51 @@ def read_frame_counts(path: Path) -> dict[int, int]:
 
 
 def count_frame_files(folder: Path) -> int:
-    """Number of image files (``.jpg``/``.jpeg``/``.png``, any case) directly in ``folder`` (frames)."""
+    """Frames of a frame folder as the readers count them (``.jpg``/``.jpeg``/``.png``, hidden ``._*`` files
+    excluded); 0 when the folder is missing or holds none."""
+    from fertrain.data.readers import count_frame_files as _count
+
+    return _count(folder)
+
+
+def resolve_nested(folder: Path) -> tuple[Path, bool]:
+    """``folder``, or ``folder/<same name>`` when the zip unpacked into a doubled folder (``clip_224x224/
+    clip_224x224/``): ``(folder to use, nested)``. Doubled = ``folder`` holds a subfolder of its own name and no
+    clip folder (5-digit name) of its own."""
+    inner = folder / folder.name
+    if not inner.is_dir():
+        return folder, False
     with os.scandir(folder) as it:
-        return sum(1 for e in it if e.name.lower().endswith(FRAME_EXTENSIONS) and e.is_file())
+        own_clips = any(e.name.isdigit() and e.is_dir() for e in it)
+    return (folder, False) if own_clips else (inner, True)
+
+
+def index_videos(folder: Path, ext: str) -> tuple[dict[int, Path], list[str]]:
+    """``{video_name: file}`` of the DFEW videos under ``folder``: ``<n><ext>`` directly in it (zero-padded or
+    not) and in its ``part_<k>`` / ``part<k>`` subfolders (any case), as the release unpacks; and the duplicates
+    (the same ``video_name`` in two places, listed, the first in name order kept)."""
+    found: dict[int, Path] = {}
+    duplicates: list[str] = []
+    folders = [folder] + sorted((d for d in folder.iterdir() if d.is_dir() and
+                                 d.name.lower().replace("_", "").startswith("part")), key=lambda d: natural(d.name))
+    for sub in folders:
+        with os.scandir(sub) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                stem, dot, suffix = e.name.rpartition(".")
+                if not dot or "." + suffix.lower() != ext.lower() or not stem.isdigit() or e.name.startswith("."):
+                    continue
+                v = int(stem)
+                if v in found:
+                    duplicates.append(f"video_name {v}: {found[v]} and {sub / e.name}")
+                    continue
+                found[v] = sub / e.name
+    return found, duplicates
+
+
+def natural(text: str) -> tuple:
+    import re
+
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text))
 
 
 class DFEW:
@@ -174,7 +242,9 @@ class DFEW:
 
     Records point at a frame folder (``source="frames"``) or a video file (``source="videos"``); nothing is
     decoded. ``ClipRecord.video_id`` is the 5-digit clip id, ``start_frame`` is 0, ``fps`` and ``subject`` are
-    None (DFEW lists neither). All parsing and media checks happen in the constructor.
+    None (DFEW lists neither). All parsing happens in the constructor; a listed clip whose media is missing or
+    empty becomes a record with 0 frames, which the datamodule reports under the unusable-sample policy
+    (:mod:`fertrain.data.integrity`), so ``data.skip_corrupt=true`` covers it too.
 
     Args:
         root: DFEW root folder (layout in the module docstring).
@@ -188,16 +258,18 @@ class DFEW:
             over-reported counts. Required when ``check_media`` is False. Without it, ``source="videos"``
             counts frames with :func:`fertrain.data.readers.count_frames` (a full decode pass per video: slow
             for all of DFEW).
-        check_media: check that every listed clip's folder/file exists (and, without ``frame_counts``, count
-            its frames). False parses the split files only, e.g. without the licensed media.
+        check_media: look for every listed clip's folder/file (and, without ``frame_counts``, count its frames);
+            when none is found the layout is wrong and the constructor raises. False parses the split files only,
+            e.g. without the licensed media.
         val_from_train: fraction in ``[0, 1)``; 0 makes ``"val"`` the test fold (papers' practice), > 0 carves
             ``round(fraction * n_c)`` train clips of each class ``c`` as ``"val"`` (removed from ``"train"``).
         seed: seed of the ``val_from_train`` draw (numpy ``default_rng``).
 
     Raises:
         ValueError: an argument is out of range (fold not in 1..5, unknown source, bad fraction, ...).
-        DatasetError: root, split file, frame_counts row or media missing or malformed; a clip listed in both
-            train and test of the fold. The message names the file (and line) and what was expected.
+        DatasetError: root, split file or frame_counts row missing or malformed; no listed clip has media (wrong
+            folder); a clip listed in both train and test of the fold. The message names the file (and line) and
+            what was expected.
     """
 
     class_names: tuple[str, ...] = DFEW_CLASS_NAMES
@@ -231,7 +303,21 @@ class DFEW:
         self.fold = fold
         self.source = source
         self.media_root = self.root / (frames_dir if source == "frames" else videos_dir)
+        self.nested = False
+        if source == "frames" and self.media_root.is_dir():
+            self.media_root, self.nested = resolve_nested(self.media_root)
+            if self.nested:
+                log.info("DFEW: frames found in the doubled folder %s (as some unzip tools unpack the release)",
+                         self.media_root)
         self.video_ext = video_ext
+        self.video_index: dict[int, Path] = {}
+        self.duplicates: list[str] = []
+        if source == "videos" and self.media_root.is_dir():
+            self.video_index, self.duplicates = index_videos(self.media_root, video_ext)
+            if self.duplicates:
+                log.warning("DFEW: %d clips found twice under %s (the first is used): %s", len(self.duplicates),
+                            self.media_root, self.duplicates[:_MAX_LISTED])
+        self.frame_counts_path = Path(frame_counts) if frame_counts is not None else None
         self.val_from_train = val_from_train
         self.seed = seed
 
@@ -271,8 +357,9 @@ class DFEW:
         return list(self._records[split])
 
     def _media_path(self, video_name: int) -> Path:
-        suffix = "" if self.source == "frames" else self.video_ext
-        return self.media_root / f"{clip_id(video_name)}{suffix}"
+        if self.source == "videos":
+            return self.video_index.get(video_name, self.media_root / f"{clip_id(video_name)}{self.video_ext}")
+        return self.media_root / clip_id(video_name)
 
     def _check_layout(self, csvs: list[Path]) -> None:
         """Raise one DatasetError naming every expected-but-missing item, with the expected layout."""
@@ -295,50 +382,130 @@ class DFEW:
         counts_path: Path | None,
         check_media: bool,
     ) -> dict[int, int]:
-        """``{video_name: num_frames}`` for every listed clip; collects every problem before raising."""
+        """``{video_name: num_frames}`` for every listed clip.
+
+        A listed clip whose folder/file is missing or empty gets 0 frames: the datamodule reports it with the
+        unusable-sample policy (error naming the file, or skip and count). When *no* listed clip has media, the
+        layout is wrong and this raises, naming the folder looked in (and a doubled or differently named folder
+        found beside it). A clip missing from ``frame_counts`` is an error (the list is the user's).
+        """
         result: dict[int, int] = {}
         missing: list[str] = []
-        empty: list[str] = []
         uncounted: list[str] = []
         for csv_path, (video_name, _, line) in listed:
             where = f"{csv_path.parent.name}/{csv_path.name} line {line}: video_name {video_name}"
             path = self._media_path(video_name)
-            if check_media:
-                exists = path.is_dir() if self.source == "frames" else path.is_file()
-                if not exists:
-                    missing.append(f"{where} -> expected {path}")
-                    continue
+            exists = path.is_dir() if self.source == "frames" else path.is_file()
+            if check_media and not exists:
+                missing.append(f"{where} -> expected {path}")
             if counts is not None:
                 if video_name not in counts:
                     uncounted.append(where)
                     continue
                 result[video_name] = counts[video_name]
+            elif not exists:
+                result[video_name] = 0
             elif self.source == "frames":
-                n = count_frame_files(path)
-                if n == 0:
-                    empty.append(f"{where} -> {path}")
-                    continue
-                result[video_name] = n
+                result[video_name] = count_frame_files(path)
             else:
-                # Lazy import: only this path needs to open video containers.
-                from fertrain.data.readers import count_frames
+                from fertrain.data.readers import count_frames  # lazy: only this path opens containers
 
-                result[video_name] = int(count_frames(path))
-        problems = []
-        kind = "frame folder" if self.source == "frames" else f"video file (*{self.video_ext})"
-        if missing:
-            absent = "" if self.media_root.is_dir() else " (that folder itself does not exist)"
-            problems.append(f"{len(missing)} listed clips have no {kind} under {self.media_root}{absent}; first "
-                            f"{min(len(missing), _MAX_LISTED)}:\n  " + "\n  ".join(missing[:_MAX_LISTED]))
-        if empty:
-            problems.append(f"{len(empty)} frame folders contain no {'/'.join(FRAME_EXTENSIONS)} images; first "
-                            f"{min(len(empty), _MAX_LISTED)}:\n  " + "\n  ".join(empty[:_MAX_LISTED]))
+                try:
+                    result[video_name] = int(count_frames(path))  # decodable frames (one pass, cached)
+                except DatasetError:
+                    result[video_name] = 0  # cannot be opened / no frame: reported by the datamodule's check
         if uncounted:
-            problems.append(f"{len(uncounted)} listed clips are missing from frame_counts {counts_path}; first "
-                            f"{min(len(uncounted), _MAX_LISTED)}:\n  " + "\n  ".join(uncounted[:_MAX_LISTED]))
-        if problems:
-            raise DatasetError(f"DFEW fold {self.fold} under {self.root}:\n" + "\n".join(problems))
+            raise DatasetError(f"DFEW fold {self.fold}: {len(uncounted)} listed clips are missing from frame_counts "
+                               f"{counts_path}; first {min(len(uncounted), _MAX_LISTED)}:\n  "
+                               + "\n  ".join(uncounted[:_MAX_LISTED]))
+        if check_media and missing and len(missing) == len(listed):
+            raise DatasetError(f"DFEW fold {self.fold} under {self.root}: none of the {len(listed)} listed clips has a "
+                               f"{self._kind()} under {self.media_root}{self._layout_hint()}; first "
+                               f"{min(len(missing), _MAX_LISTED)}:\n  " + "\n  ".join(missing[:_MAX_LISTED])
+                               + f"\nExpected the official DFEW layout:\n{LAYOUT}")
+        if missing:
+            log.warning("DFEW fold %d: %d of %d listed clips have no %s under %s%s (reported when the split is set "
+                        "up), e.g. %s", self.fold, len(missing), len(listed), self._kind(), self.media_root,
+                        self._layout_hint(), missing[:2])
         return result
+
+    def _kind(self) -> str:
+        return "frame folder" if self.source == "frames" else f"video file (*{self.video_ext})"
+
+    def _layout_hint(self) -> str:
+        """Why the media folder may be the wrong one: it is missing, or a doubled/other folder is beside it."""
+        folder = self.media_root
+        if not folder.is_dir():
+            parent = folder.parent
+            beside = sorted(d.name for d in parent.iterdir() if d.is_dir()) if parent.is_dir() else []
+            return (f" (that folder does not exist; {parent} holds {beside})" if beside
+                    else " (that folder does not exist)")
+        return ""
+
+    def layout_hint(self) -> str:
+        """One line for error messages about missing clips (the media folder used, doubled or not)."""
+        return (f"DFEW media folder: {self.media_root}" + (" (doubled folder found automatically)" if self.nested
+                                                             else "") + self._layout_hint())
+
+    def audit(self) -> dict:
+        """Facts of the tree against the release, for the dataset check (nothing decoded).
+
+        Reads the split files of all 5 folds (those present): per fold the train/test sizes against
+        :data:`OFFICIAL_FOLD_SIZES`, class totals over the test folds against :data:`OFFICIAL_CLASS_TOTALS`, every
+        single-labelled clip in exactly one test fold; and the media folder's items that no split file lists:
+        within the release's numbering (1..16372: clips outside the single-label protocol) or *extra* (any other
+        name). Returns ``{"checks": [{"name", "expected", "found", "ok"}], "extra": [paths], "outside_protocol": n,
+        "duplicates": [...], "notes": [...]}``.
+        """
+        checks: list[dict] = []
+        folds: dict[int, tuple[list, list]] = {}
+        for k in range(1, NUM_FOLDS + 1):
+            tr, te = split_csv_path(self.root, TRAIN_DIR, k), split_csv_path(self.root, TEST_DIR, k)
+            if tr.is_file() and te.is_file():
+                folds[k] = (read_split_csv(tr), read_split_csv(te))
+        for k in range(1, NUM_FOLDS + 1):
+            exp = OFFICIAL_FOLD_SIZES[k]
+            found = (len(folds[k][0]), len(folds[k][1])) if k in folds else None
+            checks.append({"name": f"fold {k} train/test clips", "expected": list(exp),
+                           "found": list(found) if found else "split files missing", "ok": found == exp})
+        if len(folds) == NUM_FOLDS:
+            test_ids = [v for k in folds for v, _, _ in folds[k][1]]
+            once = len(test_ids) == len(set(test_ids)) == OFFICIAL_SINGLE_LABELLED
+            checks.append({"name": "test folds cover every single-labelled clip once", "expected":
+                           OFFICIAL_SINGLE_LABELLED, "found": f"{len(set(test_ids))} distinct of {len(test_ids)}",
+                           "ok": once})
+            totals = Counter(DFEW_CLASS_NAMES[lab] for k in folds for _, lab, _ in folds[k][1])
+            checks.append({"name": "class totals over the test folds", "expected": OFFICIAL_CLASS_TOTALS,
+                           "found": {n: totals.get(n, 0) for n in OFFICIAL_CLASS_TOTALS},
+                           "ok": all(totals.get(n, 0) == v for n, v in OFFICIAL_CLASS_TOTALS.items())})
+        listed = {v for k in folds for part in folds[k] for v, _, _ in part}
+        extra: list[str] = []
+        outside = 0
+        if self.media_root.is_dir():
+            if self.source == "frames":
+                items = [(e.name, Path(e.path)) for e in os.scandir(self.media_root) if e.is_dir()]
+                names = [(int(n) if n.isdigit() else None, p) for n, p in items]
+            else:
+                names = [(v, p) for v, p in self.video_index.items()]
+                names += [(None, Path(e.path)) for e in os.scandir(self.media_root)
+                          if e.is_file() and not e.name.startswith(".")
+                          and e.name.rpartition(".")[2].lower() == self.video_ext.lower().lstrip(".")
+                          and not e.name.rpartition(".")[0].isdigit()]
+            for v, path in sorted(names, key=lambda t: str(t[1])):
+                if v is not None and v in listed:
+                    continue
+                if v is not None and 1 <= v <= RELEASE_CLIPS:
+                    outside += 1
+                else:
+                    extra.append(str(path))
+        notes = []
+        if self.nested:
+            notes.append(f"frames read from the doubled folder {self.media_root}")
+        if outside:
+            notes.append(f"{outside} clips of the release (video_name 1..{RELEASE_CLIPS}) are in the media folder but "
+                         "in no single-label split file (multi-label clips; expected, not used)")
+        return {"checks": checks, "extra": extra, "outside_protocol": outside, "duplicates": list(self.duplicates),
+                "notes": notes}
 
     def _carve_val(self, train: list[ClipRecord]) -> tuple[list[ClipRecord], list[ClipRecord]]:
         """Split train into (train, val), ``round(val_from_train * n_c)`` val clips per class, csv order kept."""

@@ -10,12 +10,40 @@ et al., ICONIP 2013; Kaggle "Challenges in Representation Learning: Facial Expre
 Expected layout (``images="auto"`` takes the PNG folders when present, else ``fer2013.csv``)::
 
     <root>/
-      fer2013new.csv                 # Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,
-                                     #   contempt,unknown,NF   (vote counts of 10 taggers per image)
+      data/FER2013Train/label.csv    # label_source="label_csv" (default): what the official training code reads
+      data/FER2013Valid/label.csv    #   (no header: name,"(0, 0, 48, 48)",<10 vote counts>)
+      data/FER2013Test/label.csv
+      fer2013new.csv                 # label_source="fer2013new": Usage,Image name,neutral,happiness,surprise,
+                                     #   sadness,anger,disgust,fear,contempt,unknown,NF (10 taggers' votes)
       fer2013.csv                    # images="pixels": emotion,pixels,Usage (row i <-> row i of fer2013new.csv)
       data/FER2013Train/fer0000000.png ... data/FER2013Valid/ data/FER2013Test/
                                      # images="png": written by the repo's src/generate_training_data.py;
                                      # png_dir=None finds them under <root>/data or <root>
+
+Label source (``label_source``). Microsoft's training code (``src/train.py`` ``main``: ``FERPlusReader.create(
+base_folder, train_folders, "label.csv", ...)`` for ``FER2013Train``/``FER2013Valid``/``FER2013Test``) reads the
+per-folder ``label.csv`` files; ``src/ferplus.py`` ``FERPlusReader.load_folders`` parses each row as the image name,
+the face box ``"(x, y, w, h)"`` (``row[1]``) and the 10 votes (``row[2:]``). Those files are the default. The root
+``fer2013new.csv`` is the published table; its votes differ from label.csv on 1,073 / 246 / 282 images of
+train / val / test, so the two sources give different sets. Sizes from the public files (``../shared/data/ferplus``,
+pinned in ``tests/data/test_provider_layouts.py``), train / val / test:
+
+==================  ==========================  ==================================
+mode                label.csv                   fer2013new.csv (one record per image)
+==================  ==========================  ==================================
+majority            25,045 / 3,191 / 3,137      25,057 / 3,199 / 3,153 (25,060 rows)
+probability, ce     27,947 train                27,953 train (27,956 rows)
+multi_target        27,667 train                27,668 train (27,671 rows)
+==================  ==========================  ==================================
+
+``fer2013new.csv`` names four images twice: ``fer0006953``, ``fer0008403`` and ``fer0011785.png`` in Training
+(identical votes) and ``fer0033120.png`` in PrivateTest with conflicting votes (5 neutral + 3 unknown vs 10 NF).
+fertrain keeps one record per image, the first row (for ``fer0033120.png`` the votes that label.csv holds), lists
+the duplicates in a warning and in :attr:`FERPlus.duplicates`, and counts the rows the vote rule kept separately
+(:attr:`FERPlus.rows_kept`, the "rows" figures above, what a row-per-record reader gives). The image pixels of a
+twice-named image are those of its *last* row: ``generate_training_data.py`` writes one PNG per row and the later
+row overwrites the earlier, so PNG and pixel modes read the same image (for ``fer0033120.png`` the NF-voted one:
+the official pipeline pairs the neutral votes with it; reported, not changed).
 
 Usage -> split: Training -> ``"train"`` (28,709 rows), PublicTest -> ``"val"`` (3,589), PrivateTest -> ``"test"``
 (3,589), before dropping. In ``images="pixels"`` mode all images are decoded once into a uint8 ``.npy`` cache
@@ -68,15 +96,65 @@ FER2013_HEADER = ["emotion", "pixels", "Usage"]
 USAGE_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 PNG_FOLDERS = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
 LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target")
+LABEL_SOURCES = ("label_csv", "fer2013new")
 DROP_REASONS = ("no_image", "no_agreement", "unknown", "not_face")
 _UNKNOWN, _NF = 8, 9
+_SINGLE_VOTE = 1.0 + sys.float_info.epsilon
 _MAX_LISTED = 5
 
 LAYOUT = """\
 <root>/
-  fer2013new.csv                       (Usage,Image name,neutral,...,contempt,unknown,NF)
+  data/FER2013Train/label.csv          (label_source=label_csv: name,"(0, 0, 48, 48)",10 votes; no header)
+  fer2013new.csv                       (label_source=fer2013new: Usage,Image name,neutral,...,contempt,unknown,NF)
   fer2013.csv                          (images="pixels": emotion,pixels,Usage)
   data/FER2013Train/<Image name> ...   (images="png"; also FER2013Valid, FER2013Test)"""
+
+
+def _distribution(votes, mode: str) -> tuple[list[float], bool]:
+    """:func:`process_votes` on plain Python floats (the same operations in the same order; about 10x faster than
+    numpy on 10 numbers, which matters for 35k rows)."""
+    if mode not in LABEL_MODES:
+        raise ValueError(f"FERPlus label mode must be one of {LABEL_MODES}, got {mode!r}")
+    raw = [float(v) for v in votes]
+    if len(raw) != len(VOTE_COLUMNS):
+        raise ValueError(f"expected {len(VOTE_COLUMNS)} vote counts, got shape ({len(raw)},)")
+    raw = [0.0 if v < _SINGLE_VOTE else v for v in raw]  # a single vote is an outlier
+    total = sum(raw)
+    emotion = [0.0] * len(raw)
+    agreed = True
+    if mode == "majority":
+        top = max(raw)
+        if top > 0.5 * total:
+            emotion[raw.index(top)] = top  # the first maximum, as np.argmax in the official code
+        else:
+            agreed = False
+    elif mode in ("probability", "crossentropy"):
+        taken, count, valid = 0.0, 0, True
+        while taken < 0.75 * total and count < 3 and valid:
+            top = max(raw)
+            for i in range(len(raw)):
+                if raw[i] != top:
+                    continue
+                emotion[i], raw[i] = top, 0.0
+                taken += top
+                count += 1
+                if i >= _UNKNOWN:  # unknown or NF ties with the current top: stop here
+                    valid = False
+                    if sum(emotion) > top:  # emotions were taken before it: leave unknown/NF out
+                        emotion[i] = 0.0
+                        count -= 1
+                    break
+        if sum(emotion) <= 0.5 * total or count > 3:
+            agreed = False
+    else:  # multi_target
+        emotion = [v if v >= 0.3 * total else 0.0 for v in raw]
+        if sum(emotion) <= 0.5 * total:
+            agreed = False
+    if not agreed:
+        emotion = [0.0] * len(raw)
+        emotion[_UNKNOWN] = 1.0
+    norm = sum(emotion)
+    return [v / norm for v in emotion], agreed
 
 
 def process_votes(votes, mode: str) -> tuple[np.ndarray, bool]:
@@ -93,48 +171,8 @@ def process_votes(votes, mode: str) -> tuple[np.ndarray, bool]:
     Raises:
         ValueError: unknown mode or not 10 counts.
     """
-    if mode not in LABEL_MODES:
-        raise ValueError(f"FERPlus label mode must be one of {LABEL_MODES}, got {mode!r}")
-    raw = np.array(votes, dtype=np.float64)
-    if raw.shape != (len(VOTE_COLUMNS),):
-        raise ValueError(f"expected {len(VOTE_COLUMNS)} vote counts, got shape {raw.shape}")
-    raw[raw < 1.0 + sys.float_info.epsilon] = 0.0  # a single vote is an outlier
-    total = raw.sum()
-    emotion = np.zeros_like(raw)
-    agreed = True
-    if mode == "majority":
-        top = raw.max()
-        if top > 0.5 * total:
-            emotion[int(np.argmax(raw))] = top
-        else:
-            agreed = False
-    elif mode in ("probability", "crossentropy"):
-        taken, count, valid = 0.0, 0, True
-        while taken < 0.75 * total and count < 3 and valid:
-            top = raw.max()
-            for i in range(len(raw)):
-                if raw[i] != top:
-                    continue
-                emotion[i], raw[i] = top, 0.0
-                taken += top
-                count += 1
-                if i >= _UNKNOWN:  # unknown or NF ties with the current top: stop here
-                    valid = False
-                    if emotion.sum() > top:  # emotions were taken before it: leave unknown/NF out
-                        emotion[i] = 0.0
-                        count -= 1
-                    break
-        if emotion.sum() <= 0.5 * total or count > 3:
-            agreed = False
-    else:  # multi_target
-        keep = raw >= 0.3 * total
-        emotion[keep] = raw[keep]
-        if emotion.sum() <= 0.5 * total:
-            agreed = False
-    if not agreed:
-        emotion = np.zeros_like(raw)
-        emotion[_UNKNOWN] = 1.0
-    return emotion / emotion.sum(), agreed
+    dist, agreed = _distribution(votes, mode)
+    return np.array(dist, dtype=np.float64), agreed
 
 
 def ferplus_label(votes, mode: str) -> tuple[int, tuple[float, ...]] | str:
@@ -147,16 +185,17 @@ def ferplus_label(votes, mode: str) -> tuple[int, tuple[float, ...]] | str:
     Raises:
         ValueError: as :func:`process_votes`.
     """
-    dist, agreed = process_votes(votes, mode)
-    winner = int(np.argmax(dist))  # first maximum, as np.argmax in the official code
+    dist, agreed = _distribution(votes, mode)
     if not agreed:
         return "no_agreement"
+    winner = dist.index(max(dist))  # first maximum, as np.argmax in the official code
     if winner == _UNKNOWN:
         return "unknown"
     if winner == _NF:
         return "not_face"
     emotions = dist[:_UNKNOWN]
-    return winner, tuple(float(v) for v in emotions / emotions.sum())
+    norm = sum(emotions)
+    return winner, tuple(v / norm for v in emotions)
 
 
 def read_label_csv(path: Path) -> list[tuple[str, str, list[float], int]]:
@@ -193,34 +232,90 @@ def read_label_csv(path: Path) -> list[tuple[str, str, list[float], int]]:
     return rows
 
 
+def read_folder_label_csv(path: Path, usage: str) -> list[tuple[str, str, list[float], int, tuple[int, ...]]]:
+    """Rows ``(usage, image_name, votes, line, box)`` of one per-folder ``label.csv`` (no header; ``name,
+    "(x, y, w, h)",`` then 10 vote counts), as ``src/ferplus.py`` ``FERPlusReader.load_folders`` reads it.
+
+    Raises:
+        DatasetError: the file is missing; a row with another column count, a box that is not 4 integers in
+            parentheses, a vote that is not a non-negative number (names the file and line).
+    """
+    if not path.is_file():
+        raise DatasetError(f"FERPlus label file {path} does not exist (label_source=label_csv reads the per-folder "
+                           f"label.csv of github.com/microsoft/FERPlus). Expected:\n{LAYOUT}")
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != 2 + len(VOTE_COLUMNS):
+                hint = " (a header? label.csv has none: the header is fer2013new.csv's)" if line == 1 else ""
+                raise DatasetError(f"{path}: line {line}: expected 12 columns (name,\"(x, y, w, h)\",10 votes), "
+                                   f"found {len(row)}: {row!r}{hint}")
+            name, box_text = row[0].strip(), row[1].strip()
+            try:
+                box = tuple(int(v) for v in box_text.strip("()").split(","))
+                votes = [float(v) for v in row[2:]]
+            except ValueError:
+                hint = " (a header? label.csv has none: the header is fer2013new.csv's)" if line == 1 else ""
+                raise DatasetError(f"{path}: line {line}: expected a box \"(x, y, w, h)\" and 10 vote counts, found "
+                                   f"{row[1:]!r}{hint}") from None
+            if len(box) != 4 or min(votes) < 0 or not all(np.isfinite(votes)):
+                raise DatasetError(f"{path}: line {line}: expected a 4-integer box and finite votes >= 0, found "
+                                   f"{row[1:]!r}")
+            rows.append((usage, name, votes, line, box))
+    return rows
+
+
+_ROWS_CACHE: dict[tuple, list] = {}  # the last label source parsed (one entry)
+
+
+def _stat(path: Path) -> tuple:
+    try:
+        st = path.stat()
+        return str(path), st.st_size, st.st_mtime_ns
+    except OSError:
+        return str(path), None, None
+
+
 class FERPlus(LazySplitRecords):
     """FERPlus images of the official split with crowd-vote labels, as :class:`ClipRecord` lists (clips of length 1).
 
-    Splits (:meth:`records`): ``"train"``/``"val"``/``"test"`` = the Training / PublicTest / PrivateTest rows that
-    survive the label rule.
+    Splits (:meth:`records`): ``"train"``/``"val"``/``"test"`` = the FER2013Train / FER2013Valid / FER2013Test
+    images (Usage Training / PublicTest / PrivateTest) that survive the label rule, one record per image.
 
     Records: ``num_frames = 1``; ``video_id`` = the Image name; ``label`` = argmax of the target; ``target`` = the
-    8-class distribution of the split's label mode. ``images="png"``: ``path`` = the PNG file. ``images="pixels"``:
-    ``path`` = the ``.npy`` cache, ``start_frame`` = the row in fer2013.csv.
+    8-class distribution of the split's label mode; ``origin`` = the label file and line. ``images="png"``:
+    ``path`` = the PNG file. ``images="pixels"``: ``path`` = the ``.npy`` cache, ``start_frame`` = the row in
+    fer2013.csv.
 
     Args:
-        root: folder of ``fer2013new.csv`` (layout in the module docstring).
+        root: FERPlus root (layout in the module docstring).
         label_mode: label mode of ``"train"`` (:data:`LABEL_MODES`).
         eval_label_mode: label mode of ``"val"``/``"test"`` (official code: majority).
         images: ``"auto"``, ``"png"`` or ``"pixels"``.
         png_dir: folder holding FER2013Train/Valid/Test relative to ``root``; None tries ``data`` then ``.``.
         fer2013_csv: FER2013 pixel csv relative to ``root`` (or absolute).
-        label_csv: the FERPlus label file relative to ``root`` (or absolute).
+        label_csv: the ``fer2013new.csv`` file relative to ``root`` (or absolute); read for
+            ``label_source="fer2013new"``, and for ``images="pixels"`` (its rows map names to fer2013.csv rows).
         cache_dir: where ``images="pixels"`` writes its ``.npy`` cache; None = ``<root>/.cache``.
-        check_media: ``images="png"``: check that every kept image exists.
+        check_media: ``images="png"``: look for every kept image and log how many are missing (the datamodule
+            reports them under the unusable-sample policy).
+        label_source: ``"label_csv"`` (default; the per-folder ``label.csv`` the official ``src/train.py`` reads,
+            found beside the PNGs under ``png_dir``/``data``/``root``) or ``"fer2013new"``.
 
-    Attributes:
-        dropped: ``{split: Counter(reason -> rows)}`` with reasons :data:`DROP_REASONS` (after :meth:`records`).
+    Attributes (after the first :meth:`records`):
+        dropped: ``{split: Counter(reason -> rows)}`` with reasons :data:`DROP_REASONS`.
+        rows_kept: ``{split: rows}`` the vote rule kept, counting a twice-named image twice.
+        duplicates: one dict per twice-named image: ``name``, ``split``, ``lines``, ``conflict`` (votes differ),
+            ``kept`` (the line whose votes are used).
 
     Raises:
         ValueError: bad argument (from the constructor).
-        DatasetError: from :meth:`records`: root, label csv, pixel csv or an image missing or malformed; the two
-            csvs disagree (row count or Usage); a split left empty (names the file and line).
+        DatasetError: from :meth:`records`: root, label file, pixel csv missing or malformed; the two csvs disagree
+            (row count or Usage); a split left empty (names the file and line).
     """
 
     class_names: tuple[str, ...] = FERPLUS_CLASS_NAMES
@@ -236,12 +331,15 @@ class FERPlus(LazySplitRecords):
         label_csv: str = "fer2013new.csv",
         cache_dir: str | Path | None = None,
         check_media: bool = True,
+        label_source: str = "label_csv",
     ) -> None:
         for name, mode in (("label_mode", label_mode), ("eval_label_mode", eval_label_mode)):
             if mode not in LABEL_MODES:
                 raise ValueError(f"FERPlus {name} must be one of {LABEL_MODES}, got {mode!r}")
         if images not in ("auto", "png", "pixels"):
             raise ValueError(f"FERPlus images must be 'auto', 'png' or 'pixels', got {images!r}")
+        if label_source not in LABEL_SOURCES:
+            raise ValueError(f"FERPlus label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
         self.root = Path(root)
         self.label_mode = label_mode
         self.eval_label_mode = eval_label_mode
@@ -249,74 +347,176 @@ class FERPlus(LazySplitRecords):
         self.png_dir = png_dir
         self.fer2013_csv = self.root / fer2013_csv
         self.label_csv = self.root / label_csv
+        self.label_source = label_source
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".cache"
         self.check_media = check_media
         self.dropped: dict[str, Counter] = {}
+        self.rows_kept: dict[str, int] = {}
+        self.duplicates: list[dict] = []
         self._records: dict[str, list[ClipRecord]] | None = None
 
     # ------------------------------------------------------------------------------------------ loading
     def _png_root(self) -> Path | None:
         candidates = [self.root / self.png_dir] if self.png_dir is not None else [self.root / "data", self.root]
         for c in candidates:
-            if (c / PNG_FOLDERS["train"]).is_dir():
-                return c
+            folder = c / PNG_FOLDERS["train"]
+            if folder.is_dir():  # a folder holding only label.csv has no images
+                with os.scandir(folder) as it:
+                    if any(e.name.lower().endswith(".png") for e in it):
+                        return c
         return None
+
+    def _label_rows(self) -> list[tuple[str, str, list[float], str]]:
+        """``(split, name, votes, where)`` of the chosen label source, in file order (parsed once per process and
+        file version: several label modes of one tree share it)."""
+        files = [self.label_csv] if self.label_source == "fer2013new" else []
+        key = (self.label_source, str(self.root), self.png_dir, tuple(_stat(f) for f in files))
+        if self.label_source == "label_csv":
+            key += tuple(_stat(f) for f in self._label_csv_files())
+        if key not in _ROWS_CACHE:
+            _ROWS_CACHE.clear()
+            _ROWS_CACHE[key] = self._parse_label_rows()
+        return _ROWS_CACHE[key]
+
+    def _label_csv_files(self) -> list[Path]:
+        base = self._png_root() or next((c for c in ([self.root / self.png_dir] if self.png_dir else
+                                                      [self.root / "data", self.root])
+                                         if (c / PNG_FOLDERS["train"] / "label.csv").is_file()),
+                                        self.root / (self.png_dir or "data"))
+        return [base / folder / "label.csv" for folder in PNG_FOLDERS.values()]
+
+    def split_sizes(self, mode: str | None = None, rows: bool = False) -> dict[str, int]:
+        """Images per split under a label mode (default: the configured ``label_mode`` for train and
+        ``eval_label_mode`` for val/test), one per image as :meth:`records` counts them, without building records;
+        with ``rows`` the label rows the rule keeps instead (a twice-named image counted twice, as a row-per-record
+        reader does: :attr:`rows_kept`).
+
+        Raises:
+            ValueError: unknown mode. DatasetError: as :meth:`records`.
+        """
+        seen: set[tuple[str, str]] = set()
+        sizes = {s: 0 for s in SPLITS}
+        for split, name, votes, _ in self._label_rows():
+            if not name or ((split, name) in seen and not rows):
+                continue
+            seen.add((split, name))
+            use = mode or (self.label_mode if split == "train" else self.eval_label_mode)
+            if not isinstance(ferplus_label(votes, use), str):
+                sizes[split] += 1
+        return sizes
+
+    def audit(self) -> dict:
+        """Facts of the label files against the public FERPlus release, for the dataset check: the rows per split
+        of the chosen source (label.csv: 28,558 / 3,579 / 3,573 named images; fer2013new.csv: 28,709 / 3,589 /
+        3,589 rows, the FER2013 split, counted from the public files) and the twice-named images."""
+        self.records("train")
+        expected = ({"train": 28558, "val": 3579, "test": 3573} if self.label_source == "label_csv"
+                    else {"train": 28709, "val": 3589, "test": 3589})
+        found = Counter(split for split, _, _, _ in self._label_rows())
+        checks = [{"name": f"{self.label_source} rows per split", "expected": expected,
+                   "found": {s: found.get(s, 0) for s in SPLITS}, "ok": all(found.get(s, 0) == n
+                                                                           for s, n in expected.items())}]
+        notes = [f"{d['name']} ({d['split']}) is named twice{' with conflicting votes' if d['conflict'] else ''}; "
+                 f"kept {d['kept']}" for d in self.duplicates]
+        return {"checks": checks, "extra": [], "duplicates": [d["name"] for d in self.duplicates], "notes": notes}
+
+    def _parse_label_rows(self) -> list[tuple[str, str, list[float], str]]:
+        if self.label_source == "fer2013new":
+            if not self.label_csv.is_file():
+                raise DatasetError(f"FERPlus label file {self.label_csv} does not exist (label_source=fer2013new; "
+                                   f"from github.com/microsoft/FERPlus). Expected:\n{LAYOUT}")
+            return [(USAGE_SPLITS[u], n, v, f"{self.label_csv} line {ln}") for u, n, v, ln in
+                    read_label_csv(self.label_csv)]
+        out = []
+        for split, path in zip(PNG_FOLDERS, self._label_csv_files()):
+            out += [(split, n, v, f"{path} line {ln}") for _, n, v, ln, _ in read_folder_label_csv(path, split)]
+        return out
 
     def _load(self) -> dict[str, list[ClipRecord]]:
         if not self.root.is_dir():
             raise DatasetError(f"FERPlus root {self.root} does not exist or is not a folder. Expected:\n{LAYOUT}")
-        if not self.label_csv.is_file():
-            raise DatasetError(f"FERPlus label file {self.label_csv} does not exist (from github.com/microsoft/"
-                               f"FERPlus). Expected:\n{LAYOUT}")
-        rows = read_label_csv(self.label_csv)
+        rows = self._label_rows()
         png_root = self._png_root() if self.images in ("auto", "png") else None
         mode = "png" if png_root is not None else "pixels"
         if self.images == "png" and png_root is None:
             raise DatasetError(f"FERPlus images='png': no {PNG_FOLDERS['train']} folder under "
                                f"{self.root / (self.png_dir or 'data')} or {self.root}. Expected:\n{LAYOUT}")
-        if mode == "pixels" and not self.fer2013_csv.is_file():
-            raise DatasetError(f"FERPlus needs its images: neither FER2013Train/Valid/Test PNG folders (under "
-                               f"{self.root / (self.png_dir or 'data')} or {self.root}) nor the FER2013 pixel file "
-                               f"{self.fer2013_csv} exist. Expected:\n{LAYOUT}")
-        cache = self._pixel_cache(rows) if mode == "pixels" else None
+        pixel_row: dict[tuple[str, str], int] = {}
+        cache = None
+        if mode == "pixels":
+            if not self.fer2013_csv.is_file():
+                raise DatasetError(f"FERPlus needs its images: neither FER2013Train/Valid/Test PNG folders (under "
+                                   f"{self.root / (self.png_dir or 'data')} or {self.root}) nor the FER2013 pixel "
+                                   f"file {self.fer2013_csv} exist. Expected:\n{LAYOUT}")
+            if not self.label_csv.is_file():
+                raise DatasetError(f"FERPlus images='pixels' needs {self.label_csv} (fer2013new.csv): its rows say "
+                                   f"which fer2013.csv row holds which image. Expected:\n{LAYOUT}")
+            new_rows = read_label_csv(self.label_csv)
+            cache = self._pixel_cache(new_rows)
+            for index, (usage, name, _, _) in enumerate(new_rows):
+                if name:
+                    pixel_row[(USAGE_SPLITS[usage], name)] = index  # the last row of a name: the PNG on disk
 
         out: dict[str, list[ClipRecord]] = {s: [] for s in SPLITS}
+        folders = {s: png_root / PNG_FOLDERS[s] for s in SPLITS} if png_root is not None else {}
         missing: list[str] = []
+        first: dict[tuple[str, str], tuple[list[float], str]] = {}
+        dup_lines: dict[tuple[str, str], list[str]] = {}
         for split in SPLITS:
             self.dropped[split] = Counter({r: 0 for r in DROP_REASONS})
-        for index, (usage, name, votes, line) in enumerate(rows):
-            split = USAGE_SPLITS[usage]
+            self.rows_kept[split] = 0
+        for split, name, votes, where in rows:
             if not name:
                 self.dropped[split]["no_image"] += 1
                 continue
             result = ferplus_label(votes, self.label_mode if split == "train" else self.eval_label_mode)
+            if not isinstance(result, str):
+                self.rows_kept[split] += 1
+            key = (split, name)
+            if key in first:  # one record per image: the first row's votes (module docstring)
+                dup_lines.setdefault(key, [first[key][1]]).append(where)
+                if list(votes) != list(first[key][0]):
+                    dup_lines[key].append("conflict")
+                continue
+            first[key] = (list(votes), where)
             if isinstance(result, str):
                 self.dropped[split][result] += 1
                 continue
             label, target = result
             if cache is not None:
-                rec = ClipRecord(path=cache, label=label, video_id=name, num_frames=1, start_frame=index,
-                                 target=target, origin=f"{self.label_csv} line {line}")
-            else:
-                path = png_root / PNG_FOLDERS[split] / name
-                if self.check_media and not path.is_file():
-                    missing.append(f"line {line}: {name} -> expected {path}")
+                if key not in pixel_row:
+                    missing.append(f"{where}: {name} -> not named in {self.label_csv.name}, so no fer2013.csv row")
                     continue
-                rec = ClipRecord(path=path, label=label, video_id=name, num_frames=1, target=target,
-                                 origin=f"{self.label_csv} line {line}")
+                rec = ClipRecord(path=cache, label=label, video_id=name, num_frames=1, start_frame=pixel_row[key],
+                                 target=target, origin=where)
+            else:
+                path = folders[split] / name
+                if self.check_media and not path.is_file():
+                    missing.append(f"{where}: {name} -> expected {path}")
+                rec = ClipRecord(path=path, label=label, video_id=name, num_frames=1, target=target, origin=where)
             out[split].append(rec)
+        self.duplicates = [{"name": n, "split": sp, "lines": [w for w in lines if w != "conflict"],
+                            "conflict": "conflict" in lines, "kept": lines[0]}
+                           for (sp, n), lines in dup_lines.items()]
+        if self.duplicates:
+            log.warning("FERPlus (%s): %d images are named twice; one record each, from the first row: %s",
+                        self.label_source, len(self.duplicates),
+                        "; ".join(f"{d['name']} ({d['split']}, {'conflicting votes, ' if d['conflict'] else ''}"
+                                  f"kept {d['kept']})" for d in self.duplicates[:_MAX_LISTED]))
         if missing:
-            raise DatasetError(f"FERPlus: {len(missing)} images listed in {self.label_csv} are missing; first "
-                               f"{min(len(missing), _MAX_LISTED)}:\n  " + "\n  ".join(missing[:_MAX_LISTED]))
+            if cache is not None:
+                raise DatasetError(f"FERPlus: {len(missing)} labelled images have no pixels; first "
+                                   f"{min(len(missing), _MAX_LISTED)}:\n  " + "\n  ".join(missing[:_MAX_LISTED]))
+            log.warning("FERPlus: %d labelled images are missing (reported when the split is set up); first %s",
+                        len(missing), missing[:2])
         for split in SPLITS:
             d = self.dropped[split]
             mode_used = self.label_mode if split == "train" else self.eval_label_mode
-            log.info("FERPlus %s (%s labels, %s images): kept %d, dropped %d (%s)", split, mode_used, mode,
-                     len(out[split]), sum(d.values()), ", ".join(f"{k}={d[k]}" for k in DROP_REASONS))
+            log.info("FERPlus %s (%s, %s labels, %s images): kept %d, dropped %d (%s)", split, self.label_source,
+                     mode_used, mode, len(out[split]), sum(d.values()), ", ".join(f"{k}={d[k]}" for k in DROP_REASONS))
             if not out[split]:
-                usage = next(u for u, s in USAGE_SPLITS.items() if s == split)
-                raise DatasetError(f"FERPlus: no {usage} image of {self.label_csv} is left for '{split}' "
-                                   f"(dropped: {dict(d)})")
+                raise DatasetError(f"FERPlus: no {PNG_FOLDERS[split]} image of the {self.label_source} labels is left "
+                                   f"for '{split}' (dropped: {dict(d)})")
         return out
 
     def _pixel_cache(self, rows: list[tuple[str, str, list[float], int]]) -> Path:
@@ -372,6 +572,8 @@ def make_miniature_ferplus(
     dropped_rows: bool = True,
     png: bool = True,
     pixels: bool = True,
+    label_csv: bool = True,
+    duplicate: bool = False,
     seed: int = 0,
 ) -> Path:
     """Write a tiny but valid FERPlus tree: ``fer2013new.csv``, ``fer2013.csv`` and/or ``data/FER2013*/`` PNGs.
@@ -382,6 +584,9 @@ def make_miniature_ferplus(
     unknown winner, one with an NF winner, one without agreement and one without Image name (the official file
     has such rows); with majority labels :class:`FERPlus` drops them (``dropped`` counts 1 per reason and
     split; multi_target keeps the no-agreement row: two emotions of 3 votes each hold > half of the votes).
+    ``label_csv`` also writes the per-folder ``data/FER2013*/label.csv`` files (no header, box, the same votes) that
+    ``label_source="label_csv"`` reads. ``duplicate`` names the first PrivateTest image a second time in
+    ``fer2013new.csv`` with conflicting votes (all NF), as the public file does for ``fer0033120.png``.
 
     Raises:
         ValueError: ``per_class < 1`` or neither ``png`` nor ``pixels``.
@@ -408,16 +613,27 @@ def make_miniature_ferplus(
         if dropped_rows:
             votes_rows += [(0, [1, 0, 0, 0, 0, 0, 0, 0, 8, 1]), (0, [2, 0, 0, 0, 0, 0, 0, 0, 0, 8]),
                            (0, [3, 3, 2, 2, 0, 0, 0, 0, 0, 0]), (-1, [10, 0, 0, 0, 0, 0, 0, 0, 0, 0])]
+        folder_rows = []
+        first_name = None
         for c, v in votes_rows:
             grey = class_image(max(c, 0), FER2013_SIZE, rng, grey=True)  # (48, 48)
             name = "" if c < 0 else f"fer{k:07d}.png"
+            first_name = first_name or name
             k += 1
             labels.append(",".join([usage, name, *map(str, v)]))
             fer.append(f"{max(c, 0)},{' '.join(map(str, grey.reshape(-1)))},{usage}")
+            if name:
+                folder_rows.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, v)))
             if png and name:
                 folder = root / "data" / PNG_FOLDERS[split]
                 folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(grey).save(folder / name, compress_level=0)
+        if duplicate and split == "test":
+            labels.append(",".join([usage, first_name, *map(str, [0] * 9 + [10])]))
+            fer.append(f"0,{' '.join(['0'] * FER2013_SIZE * FER2013_SIZE)},{usage}")
+        if label_csv:
+            (root / "data" / PNG_FOLDERS[split]).mkdir(parents=True, exist_ok=True)
+            (root / "data" / PNG_FOLDERS[split] / "label.csv").write_text("\n".join(folder_rows) + "\n")
     (root / "fer2013new.csv").write_text("\n".join(labels) + "\n")
     if pixels:
         (root / "fer2013.csv").write_text("\n".join(fer) + "\n")

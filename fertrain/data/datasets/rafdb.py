@@ -26,7 +26,9 @@ Occlusion and pose test subsets (Wang et al., "Region Attention Networks for Pos
 Expression Recognition", IEEE TIP 2020: Occlusion-RAF-DB, Pose-RAF-DB > 30 and > 45 degrees) are not part of the
 release; pass the list you have as ``test_subset``: a text file whose lines start with a test image name
 (``test_0001.jpg``, ``test_0001_aligned.jpg`` or ``test_0001``; further tokens, blank lines and ``#`` comments
-are ignored). ``"test"`` is then restricted to those images (``"val"`` is not).
+are ignored). ``"test"`` is then restricted to those images (``"val"`` is not). The public subset lists repeat
+some lines: every image counts once, and the repeats (of any list, the label file included) are counted and
+reported (:attr:`RAFDB.duplicates`, a warning), never dropped silently.
 
 Parsing happens on the first :meth:`RAFDB.records` call (composing or instantiating a config needs no data).
 """
@@ -60,15 +62,19 @@ LAYOUT = """\
   Image/original/train_00001.jpg          (images="original")"""
 
 
-def read_label_list(path: Path) -> list[tuple[str, str, int, int]]:
+def read_label_list(path: Path, duplicates: list[str] | None = None) -> list[tuple[str, str, int, int]]:
     """Parse ``list_patition_label.txt`` into ``(split, name, label, line)`` rows, label 0-based canonical.
+
+    A name listed twice with the same label is kept once; the repeat is appended to ``duplicates`` (``"<file>:
+    line N: <name> (first at line M)"``) for the caller to count and report.
 
     Raises:
         DatasetError: a line is not ``<train|test>_<digits>.jpg <label>``, a label is outside 1..7, or a name is
-            listed twice (the message names the file and line).
+            listed twice with different labels (the message names the file and lines).
     """
     rows: list[tuple[str, str, int, int]] = []
     first: dict[str, int] = {}
+    label_of: dict[str, int] = {}
     for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -89,14 +95,23 @@ def read_label_list(path: Path) -> list[tuple[str, str, int, int]]:
             raise DatasetError(f"{path}: line {line_no}: label {official} of {name} is outside the official 1..7 "
                                f"({', '.join(f'{k} {v}' for k, v in OFFICIAL_LABEL_NAMES.items())})")
         if name in first:
-            raise DatasetError(f"{path}: line {line_no}: {name} is listed twice (first at line {first[name]})")
+            if label_of[name] != official:
+                raise DatasetError(f"{path}: line {line_no}: {name} is listed twice with different labels ({official} "
+                                   f"here, {label_of[name]} at line {first[name]})")
+            if duplicates is not None:
+                duplicates.append(f"{path}: line {line_no}: {name} (first at line {first[name]})")
+            continue
         first[name] = line_no
+        label_of[name] = official
         rows.append((match.group(1), name, official - 1, line_no))
     return rows
 
 
-def read_subset_list(path: Path) -> list[tuple[str, int]]:
-    """Parse a test-subset list into ``(stem, line)`` pairs, ``stem`` like ``"test_0001"``.
+def read_subset_list(path: Path, duplicates: list[str] | None = None) -> list[tuple[str, int]]:
+    """Parse a test-subset list into ``(stem, line)`` pairs, ``stem`` like ``"test_0001"``, each image once.
+
+    The public occlusion/pose lists repeat some lines; a repeated image is kept once and the repeat appended to
+    ``duplicates`` (``"<file>: line N: <stem> (first at line M)"``) for the caller to count and report.
 
     Raises:
         DatasetError: the file is missing, or a line does not start with a ``test_<digits>`` image name.
@@ -105,6 +120,7 @@ def read_subset_list(path: Path) -> list[tuple[str, int]]:
         raise DatasetError(f"RAF-DB test_subset list {path} does not exist (expected a text file of test image "
                            f"names, one per line)")
     out = []
+    first: dict[str, int] = {}
     for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         tokens = line.split()
         if not tokens or tokens[0].startswith("#"):
@@ -113,6 +129,11 @@ def read_subset_list(path: Path) -> list[tuple[str, int]]:
         if not re.fullmatch(r"test_\d+", stem):
             raise DatasetError(f"{path}: line {line_no}: expected a RAF-DB test image name such as test_0001.jpg, "
                                f"found {tokens[0]!r}")
+        if stem in first:
+            if duplicates is not None:
+                duplicates.append(f"{path}: line {line_no}: {stem} (first at line {first[stem]})")
+            continue
+        first[stem] = line_no
         out.append((stem, line_no))
     if not out:
         raise DatasetError(f"RAF-DB test_subset list {path} lists no image")
@@ -131,10 +152,14 @@ class RAFDB(LazySplitRecords):
         root: RAF-DB ``basic`` folder (layout in the module docstring).
         images: ``"aligned"`` (``Image/aligned/<stem>_aligned.jpg``) or ``"original"`` (``Image/original/<name>``).
         images_dir: image folder relative to ``root``, overriding the default of ``images`` (file names unchanged).
-        check_media: check that every listed image exists (one ``stat`` each).
+        check_media: look for every listed image (one ``stat`` each): none found is a layout error; some missing
+            are logged and reported by the datamodule (unusable-sample policy).
         val_from_train: fraction in ``[0, 1)``; 0 makes ``"val"`` the test set, > 0 carves a stratified val set.
         seed: seed of the ``val_from_train`` draw.
         test_subset: optional list of test images (occlusion / pose subsets); see the module docstring.
+
+    Attributes:
+        duplicates: the repeated lines of the label file and the subset list (after the first :meth:`records`).
 
     Raises:
         ValueError: bad argument (from the constructor).
@@ -165,6 +190,7 @@ class RAFDB(LazySplitRecords):
         self.val_from_train = val_from_train
         self.seed = seed
         self.test_subset = Path(test_subset) if test_subset else None
+        self.duplicates: list[str] = []
         self._records: dict[str, list[ClipRecord]] | None = None
 
     def image_path(self, name: str) -> Path:
@@ -179,15 +205,20 @@ class RAFDB(LazySplitRecords):
         if not label_file.is_file():
             raise DatasetError(f"RAF-DB label file {label_file} does not exist. Expected the official layout:\n"
                                f"{LAYOUT}")
-        rows = read_label_list(label_file)
+        self.duplicates = []
+        rows = read_label_list(label_file, self.duplicates)
         if self.check_media:
             missing = [f"line {ln}: {name} -> expected {self.image_path(name)}"
                        for _, name, _, ln in rows if not self.image_path(name).is_file()]
-            if missing:
+            if missing and len(missing) == len(rows):  # nothing there: the image folder is the wrong one
                 absent = "" if self.image_root.is_dir() else " (that folder itself does not exist)"
                 raise DatasetError(
-                    f"RAF-DB: {len(missing)} images listed in {label_file} are missing under {self.image_root}"
-                    f"{absent}; first {min(len(missing), _MAX_LISTED)}:\n  " + "\n  ".join(missing[:_MAX_LISTED]))
+                    f"RAF-DB: none of the {len(missing)} images listed in {label_file} is under {self.image_root}"
+                    f"{absent}; first {min(len(missing), _MAX_LISTED)}:\n  " + "\n  ".join(missing[:_MAX_LISTED])
+                    + f"\nExpected the official layout:\n{LAYOUT}")
+            if missing:  # single missing images are samples of the unusable-sample policy (datamodule)
+                log.warning("RAF-DB: %d images listed in %s are missing under %s (reported when the split is set up), "
+                            "e.g. %s", len(missing), label_file, self.image_root, missing[:2])
         out: dict[str, list[ClipRecord]] = {"train": [], "test": []}
         for split, name, label, line in rows:
             out[split].append(ClipRecord(path=self.image_path(name), label=label, video_id=name[:-4], num_frames=1,
@@ -199,7 +230,7 @@ class RAFDB(LazySplitRecords):
         if self.test_subset is not None:
             out["test_full"] = out["test"]
             by_stem = {r.video_id: r for r in out["test"]}
-            subset = read_subset_list(self.test_subset)
+            subset = read_subset_list(self.test_subset, self.duplicates)
             unknown = [f"line {ln}: {stem}" for stem, ln in subset if stem not in by_stem]
             if unknown:
                 raise DatasetError(f"{self.test_subset}: {len(unknown)} listed images are not test images of "
@@ -209,6 +240,9 @@ class RAFDB(LazySplitRecords):
             out["test"] = [r for r in out["test"] if r.video_id in keep]
             log.info("RAF-DB test restricted to %d of %d images listed in %s", len(out["test"]),
                      len(out["test_full"]), self.test_subset)
+        if self.duplicates:
+            log.warning("RAF-DB: %d duplicate lines (each image kept once): %s", len(self.duplicates),
+                        "; ".join(self.duplicates[:_MAX_LISTED]))
         val_pool = out.get("test_full", out["test"])
         if self.val_from_train > 0:
             out["train"], out["val"] = carve_stratified_val(out["train"], self.val_from_train, self.seed,
@@ -216,6 +250,18 @@ class RAFDB(LazySplitRecords):
         else:
             out["val"] = val_pool
         return out
+
+
+    def audit(self) -> dict:
+        """Facts of the label file against the release, for the dataset check: 12,271 train / 3,068 test images
+        (:data:`OFFICIAL_SIZES`); repeated lines listed."""
+        recs = {s: self.records(s) for s in ("train", "test")}
+        found = {"train": len(recs["train"]),
+                 "test": len(self._records["test_full"]) if self.test_subset else len(recs["test"])}
+        checks = [{"name": f"{s} images", "expected": n, "found": found[s], "ok": found[s] == n}
+                  for s, n in OFFICIAL_SIZES.items()]
+        return {"checks": checks, "extra": [], "duplicates": list(self.duplicates),
+                "notes": [f"repeated line: {d}" for d in self.duplicates]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
