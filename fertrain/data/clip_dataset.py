@@ -32,6 +32,19 @@ class SeededDataset(Dataset):
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed)
 
+    def rng_for(self, i: int) -> np.random.Generator:
+        """The random stream of sample ``i``: for a :class:`fertrain.data.resumable.SampleKey` (training order of
+        :class:`~fertrain.data.resumable.EpochSampler`) a generator seeded by ``(seed, epoch, index)``, also
+        reseeding the transform, so a resumed run draws exactly what an uninterrupted one drew (*ours*); for a
+        plain ``int``, the running ``self.rng`` stream."""
+        epoch = getattr(i, "epoch", None)
+        if epoch is None:
+            return self.rng
+        seq = np.random.SeedSequence([int(getattr(self, "seed", 0)), int(epoch), int(i)])
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(int(seq.generate_state(1)[0]))
+        return np.random.default_rng(seq)
+
 
 class ClipDataset(SeededDataset):
     """Map-style dataset of clips with an exact ``__len__`` (= number of records).
@@ -71,20 +84,22 @@ class ClipDataset(SeededDataset):
         self.sampler = sampler
         self.transform = transform
         self.train = train
+        self.seed = seed
         self.reseed(seed)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def frame_indices(self, i: int) -> np.ndarray:
+    def frame_indices(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """Absolute frame indices (0-based, decoded order) that sample ``i`` reads: int64 ``(T,)``."""
         rec = self.records[i]
-        return self.sampler(rec.num_frames, self.train, self.rng) + rec.start_frame
+        return self.sampler(rec.num_frames, self.train, self.rng if rng is None else rng) + rec.start_frame
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
+        rng = self.rng_for(i)  # before the transform runs: it may reseed the augmentation stream
         try:
-            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i))  # (T, H, W, C) uint8
+            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i, rng))  # (T, H, W, C) uint8
         except DatasetError as err:  # say which sample, and how to skip unreadable ones
             where = f", listed at {rec.origin}" if rec.origin else ""
             raise DatasetError(f"{self.split or 'dataset'} sample {i} (video_id {rec.video_id}{where}): {err}. "

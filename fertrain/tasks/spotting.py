@@ -149,6 +149,7 @@ class SpottingTask(pl.LightningModule):
         self.test_tag = "test"
         self.last_test: dict[str, Any] = {}
         self.fertrain_config: dict | None = None
+        self.fertrain_meta: dict | None = None  # {"version", "model_class", "config_hash"}, saved in checkpoints
 
     # ---------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -330,6 +331,8 @@ class SpottingTask(pl.LightningModule):
         checkpoint["fertrain_val_history"] = list(self.val_history)
         if self.fertrain_config is not None:
             checkpoint["fertrain_config"] = self.fertrain_config
+        if self.fertrain_meta is not None:
+            checkpoint["fertrain"] = self.fertrain_meta
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_history = list(checkpoint.get("fertrain_val_history", []))

@@ -1,0 +1,81 @@
+"""Fault injection for the kill/resume tests: a callback that SIGKILLs its own process at one chosen point.
+
+The point comes from the environment variable ``FERTRAIN_TEST_KILL`` (so the killed run and its resume have the
+same config and config hash): ``train_step:E:B`` (at the start of training batch B of epoch E, i.e. after B
+optimiser steps of that epoch), ``validation:E:B``, ``ckpt_write:E`` (in the middle of writing the first checkpoint
+file after validation epoch E: half the bytes are written, then the process dies), ``test:TAG`` (first test batch
+of ``test_best``/``test_last``), ``fit_start:N`` (the N-th ``fit`` of this process: between the jobs of a multirun
+or the trials of a sweep). Unset: the callback does nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+from typing import Any
+
+import pytorch_lightning as pl
+
+ENV = "FERTRAIN_TEST_KILL"
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillAt(pl.Callback):
+    fits = 0  # fit() calls in this process
+
+    def __init__(self) -> None:
+        self.spec = os.environ.get(ENV, "").split(":")
+
+    def _is(self, kind: str, *args: Any) -> bool:
+        return self.spec[0] == kind and self.spec[1:] == [str(a) for a in args]
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        KillAt.fits += 1
+        if self._is("fit_start", KillAt.fits):
+            die()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self._is("train_step", trainer.current_epoch, batch_idx):
+            die()
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        if trainer.state.fn == "fit" and self._is("validation", trainer.current_epoch, batch_idx):
+            die()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if trainer.state.fn == "fit" and self._is("ckpt_write", trainer.current_epoch):
+            import fertrain.checkpoint_io as cio
+
+            real_save = cio.torch.save
+
+            def half_then_die(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+                buf = io.BytesIO()
+                real_save(obj, buf)
+                data = buf.getvalue()
+                f.write(data[: len(data) // 2])
+                f.flush()
+                die()
+
+            cio.torch = _patched_torch(half_then_die)
+
+    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int,
+                            dataloader_idx: int = 0) -> None:
+        if self._is("test", getattr(pl_module, "test_tag", "")):
+            die()
+
+
+def _patched_torch(save: Any) -> Any:
+    """The ``torch`` module as ``fertrain.checkpoint_io`` sees it, with ``save`` replaced."""
+    import types
+
+    import torch
+
+    mod = types.ModuleType("torch_with_dying_save")
+    mod.__dict__.update(torch.__dict__)
+    mod.save = save
+    return mod
