@@ -32,6 +32,7 @@ def _main_of(module: str):
 def cli(args: Sequence[str], cwd: Path, log: Path, module: str = "fertrain",
         env: Mapping[str, str] | None = None) -> int:
     """Run ``python -m <module> <args>`` in a forked child; returns its exit status, or ``-signal`` if killed."""
+    Path(cwd).mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
