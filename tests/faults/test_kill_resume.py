@@ -127,7 +127,7 @@ def test_multirun_killed_between_jobs_resumes_the_rest(shared: dict, tmp_path: P
     assert (jobs[0] / "summary.json").read_text() == first, "the finished job was not run again"
     for job in jobs:
         _assert_same_as_reference(job, shared)
-    assert "trainer.enable_model_summary=true" in read_run_record(jobs[1])["overrides"]
+    assert "trainer.enable_model_summary=True" in read_run_record(jobs[1])["overrides"]  # as Hydra formats it
 
 
 @pytest.mark.slow
