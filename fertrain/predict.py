@@ -230,7 +230,11 @@ def _plot_timeline(path: Path, starts: list[int], window: int, n: int, fps: floa
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``python -m fertrain.predict``."""
     out_dir = cfg.out_dir or Path(cfg.ckpt).resolve().parent.parent / "predict"
-    res = predict_video(cfg.ckpt, cfg.video, out_dir, cfg.window, cfg.stride, cfg.batch_size, cfg.device)
+    from fertrain.report.run_record import recorded  # this prediction's own run.json (kind "predict")
+
+    with recorded(out_dir, "predict", config=OmegaConf.to_container(cfg, resolve=True), ckpt_path=str(cfg.ckpt)) as rec:
+        res = predict_video(cfg.ckpt, cfg.video, out_dir, cfg.window, cfg.stride, cfg.batch_size, cfg.device)
+        rec["outputs"] = {k: str(v) for k, v in res.items()}
     for k, v in res.items():
         print(f"{k}: {v}")
 

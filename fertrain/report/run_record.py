@@ -55,9 +55,10 @@ import platform
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 RUN_RECORD = "run.json"
 SCHEMA = 1
@@ -245,10 +246,15 @@ def start_run_record(run_dir: str | Path, *, kind: str, experiment: str | None, 
     once :func:`fertrain.train.check_run_dir` has checked that).
 
     Raises:
-        ValueError: unknown ``kind``.
+        ValueError: unknown ``kind``; ``run_dir`` already holds the record of a run of another kind (a predict or
+            test-only run never replaces a training run's record).
     """
     if kind not in KINDS:
         raise ValueError(f"run record kind must be one of {KINDS}, got {kind!r}")
+    existing = read_run_record(run_dir)
+    if existing is not None and existing.get("kind") != kind:
+        raise ValueError(f"{Path(run_dir) / RUN_RECORD} is the record of a {existing.get('kind')} run; a {kind} "
+                         "run writes its own record elsewhere: choose another output folder")
     stamp = now()
     attempts = [dict(a) for a in (previous or {}).get("attempts", [])] if previous else []
     for a in attempts:
@@ -294,6 +300,28 @@ def finish_run_record(run_dir: str | Path, record: dict[str, Any], status: str, 
     if record.get("attempts"):
         record["attempts"][-1].update(status=status, ended_at=stamp)
     return update_run_record(run_dir, record, status=status, ended_at=stamp, error=error, **fields)
+
+
+@contextmanager
+def recorded(run_dir: str | Path, kind: str, **start: Any) -> Iterator[dict[str, Any]]:
+    """Record a run in ``run_dir`` around a block: :func:`start_run_record` (``kind``, ``start`` keywords with
+    defaults ``experiment=None, run_id=None, config={}``), then ``finished``, or ``failed`` with the error's message
+    (re-raised). Used by ``fertrain.predict``.
+
+    Raises:
+        ValueError: see :func:`start_run_record`.
+    """
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    start.setdefault("experiment", None)
+    start.setdefault("run_id", None)
+    start.setdefault("config", {})
+    record = start_run_record(run_dir, kind=kind, **start)
+    try:
+        yield record
+    except BaseException as err:
+        finish_run_record(run_dir, record, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+        raise
+    finish_run_record(run_dir, record, "finished")
 
 
 def device_info(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:

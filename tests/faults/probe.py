@@ -3,13 +3,16 @@
 The point comes from the environment variable ``FERTRAIN_TEST_KILL`` (so the killed run and its resume have the
 same config and config hash): ``train_step:E:B`` (at the start of training batch B of epoch E, i.e. after B
 optimiser steps of that epoch), ``validation:E:B``, ``ckpt_write:E`` (in the middle of writing the first checkpoint
-file after validation epoch E: half the bytes are written, then the process dies), ``test:TAG`` (first test batch
+file after validation epoch E: half the bytes are written, then the process dies), ``disk_full:E`` (that write
+fails with ``OSError(ENOSPC)`` instead, the process lives on), ``sigterm:E:B`` (the process sends itself SIGTERM at
+the start of training batch B of epoch E), ``test:TAG`` (first test batch
 of ``test_best``/``test_last``), ``fit_start:N`` (the N-th ``fit`` of this process: between the jobs of a multirun
 or the trials of a sweep). Unset: the callback does nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
@@ -41,6 +44,8 @@ class KillAt(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self._is("train_step", trainer.current_epoch, batch_idx):
             die()
+        if self._is("sigterm", trainer.current_epoch, batch_idx):
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:
@@ -62,6 +67,17 @@ class KillAt(pl.Callback):
                 die()
 
             cio.torch = _patched_torch(half_then_die)
+        if trainer.state.fn == "fit" and self._is("disk_full", trainer.current_epoch):
+            import fertrain.checkpoint_io as cio
+
+            real_torch = cio.torch
+
+            def no_space(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+                cio.torch = real_torch  # one failed write (the process lives on: tests run it in-process)
+                f.write(b"some bytes before the disk filled up")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            cio.torch = _patched_torch(no_space)
 
     def on_test_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int,
                             dataloader_idx: int = 0) -> None:
