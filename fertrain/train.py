@@ -39,7 +39,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fertrain import __version__
@@ -49,7 +49,8 @@ from fertrain.config import config_dir, register_resolvers
 from fertrain.data.records import DatasetError
 from fertrain.overrides import check_overrides
 from fertrain.report import run_record as rr
-from fertrain.resume import LastCheckpoint, Preempted, Preemption, ResumableCSVLogger, StepSeed, checkpoint_log_rows
+from fertrain.resume import (ExactResume, LastCheckpoint, Preempted, Preemption, ResumableCSVLogger,
+                             checkpoint_log_rows)
 
 log = logging.getLogger("fertrain")
 
@@ -353,7 +354,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             overrides=overrides, seed=cfg.get("seed"), device=rr.device_info(cfg.trainer), debug=debug,
             resumed_from=ckpt if kind == "train" else None, previous=previous)
     try:
-        summary = _run(cfg, resolved, out_dir, ckpt, record)
+        try:
+            summary = _run(cfg, resolved, out_dir, ckpt, record)
+        except SIGTERMException as err:  # Lightning's SIGTERM exit (a SystemExit, status 0): a stop, not a success
+            raise Preempted("stopped by SIGTERM (Lightning's handler, at an epoch end); run the same command with "
+                            "ckpt_path=last to continue from the last checkpoint") from err
     except Preempted as err:
         if record is not None:
             rr.finish_run_record(out_dir, record, "killed", error=str(err))
@@ -384,7 +389,7 @@ def _run(cfg: DictConfig, resolved: dict[str, Any], out_dir: Path, ckpt: str | N
                           "run_dir": str(out_dir.resolve())}
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += [StepSeed(int(cfg.seed)), Preemption(str(out_dir / "checkpoints")), _RunRecorder(out_dir, record)]
+    callbacks += [ExactResume(int(cfg.seed)), Preemption(str(out_dir / "checkpoints")), _RunRecorder(out_dir, record)]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     best_cb = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)), None)
     last_cb = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)

@@ -2,7 +2,7 @@
 
 The point comes from the environment variable ``FERTRAIN_TEST_KILL`` (so the killed run and its resume have the
 same config and config hash): ``train_step:E:B`` (at the start of training batch B of epoch E, i.e. after B
-optimiser steps of that epoch), ``validation:E:B``, ``ckpt_write:E`` (in the middle of writing the first checkpoint
+optimiser steps of that epoch), ``backward:E:B`` (inside that batch's training step, before its backward pass), ``validation:E:B``, ``ckpt_write:E`` (in the middle of writing the first checkpoint
 file after validation epoch E: half the bytes are written, then the process dies), ``disk_full:E`` (that write
 fails with ``OSError(ENOSPC)`` instead, the process lives on), ``sigterm:E:B`` (the process sends itself SIGTERM at
 the start of training batch B of epoch E), ``test:TAG`` (first test batch
@@ -46,6 +46,10 @@ class KillAt(pl.Callback):
             die()
         if self._is("sigterm", trainer.current_epoch, batch_idx):
             os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: Any, loss: Any) -> None:
+        if self._is("backward", trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx):
+            die()
 
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:

@@ -1,7 +1,8 @@
 """Must show 1: SIGKILL at points drawn at random (fixed seed) -- a training step, a validation batch, the middle of
-a checkpoint write, a test batch, between the jobs of a multirun, inside a sweep trial -- then the same command with
-``ckpt_path=last`` (or the same sweep command): the resumed run's ``summary.json`` metrics and its whole
-``csv/metrics.csv`` equal those of one uninterrupted run, byte for byte, on CPU with the same seed.
+a checkpoint write, a test batch, between the jobs of a multirun, inside a sweep trial, and a training step right
+after a mid-epoch step checkpoint (``checkpoint.every_n_train_steps``) -- and SIGTERM at a training step; then the
+same command with ``ckpt_path=last`` (or the same sweep command): the resumed run's ``summary.json`` metrics and its
+whole ``csv/metrics.csv`` equal those of one uninterrupted run, byte for byte, on CPU with the same seed.
 
 Every run is the real command line (``python -m fertrain`` / ``python -m fertrain.sweep`` argument handling, Hydra,
 :func:`fertrain.train.run`) in a process forked from the test process (``tests/faults/forked.py``: no 10 s import
@@ -43,11 +44,15 @@ VALIDATION = (_rng.randrange(EPOCHS), 0)
 CKPT_WRITE = _rng.randrange(EPOCHS)
 TEST_TAG = _rng.choice(["test_best", "test_last"])
 SWEEP_STEP = (_rng.randrange(1, EPOCHS), _rng.randrange(2))
-SINGLE = {
-    "training-step": f"train_step:{TRAIN_STEP[0]}:{TRAIN_STEP[1]}",
-    "validation": f"validation:{VALIDATION[0]}:{VALIDATION[1]}",
-    "checkpoint-write": f"ckpt_write:{CKPT_WRITE}",
-    "test": f"test:{TEST_TAG}",
+MID_EPOCH = _rng.randrange(EPOCHS)  # killed in batch 1 of this epoch: batch 0's step checkpoint is the resume point
+SIGTERM_AT = divmod(_rng.randrange(2 * EPOCHS - 1), 2)  # not the very last batch (then the stop is in the test)
+SINGLE = {  # name: (FERTRAIN_TEST_KILL, extra overrides, exit status of the interrupted run)
+    "training-step": (f"train_step:{TRAIN_STEP[0]}:{TRAIN_STEP[1]}", [], -signal.SIGKILL),
+    "validation": (f"validation:{VALIDATION[0]}:{VALIDATION[1]}", [], -signal.SIGKILL),
+    "checkpoint-write": (f"ckpt_write:{CKPT_WRITE}", [], -signal.SIGKILL),
+    "test": (f"test:{TEST_TAG}", [], -signal.SIGKILL),
+    "mid-epoch": (f"backward:{MID_EPOCH}:1", ["checkpoint.every_n_train_steps=1"], -signal.SIGKILL),
+    "sigterm": (f"sigterm:{SIGTERM_AT[0]}:{SIGTERM_AT[1]}", [], 1),
 }
 RUN = Path("logs") / "synthetic_mscm" / "seed42"
 
@@ -83,23 +88,41 @@ def _assert_same_as_reference(run_dir: Path, shared: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", list(SINGLE), ids=[f"{k}[{v}]" for k, v in SINGLE.items()])
-def test_sigkill_then_resume_equals_uninterrupted(point: str, shared: dict, tmp_path: Path) -> None:
-    args = [*CORE, *shared["cache"], f"paths.log_dir={tmp_path / 'logs'}"]
+@pytest.mark.parametrize("point", list(SINGLE), ids=[f"{k}[{v[0]}]" for k, v in SINGLE.items()])
+def test_kill_then_resume_equals_uninterrupted(point: str, shared: dict, tmp_path: Path) -> None:
+    spec, extra, status = SINGLE[point]
+    args = [*CORE, *shared["cache"], f"paths.log_dir={tmp_path / 'logs'}", *extra]
     run_dir = tmp_path / RUN
-    rc = cli(args, tmp_path, tmp_path / "killed.log", env={ENV: SINGLE[point]})
-    assert rc == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    rc = cli(args, tmp_path, tmp_path / "killed.log", env={ENV: spec})
+    log = (tmp_path / "killed.log").read_text()
+    assert rc == status, log[-3000:]
     record = read_run_record(run_dir)
-    assert record["status"] == "running" and run_flags(record) == ["killed"], "a dead 'running' run reads as killed"
     assert not (run_dir / "summary.json").exists() or point == "test"
+    if point == "sigterm":  # the state after that step (or epoch) was saved, one line said so, record: killed
+        epoch, batch = SIGTERM_AT
+        if batch == 0:  # mid-epoch: the state after the step is saved at once
+            step = 2 * epoch + 1
+            where, state = f"epoch {epoch}, global step {step}", f"the training state is in {last.resolve()}"
+        else:  # the epoch's last batch: the epoch-end save, then the stop at the next epoch's start
+            step = 2 * epoch + 2
+            where, state = f"epoch {epoch + 1}, global step {step}", f"{last.resolve()} holds the last saved state"
+        assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == step
+        message = f"fertrain: error: stopped by SIGTERM at {where}; {state}: run the same command with ckpt_path=last"
+        assert message in log and log.count("fertrain: error:") == 1 and "Traceback" not in log
+        assert record["status"] == "killed" and "SIGTERM" in record["error"]
+    else:
+        assert record["status"] == "running" and run_flags(record) == ["killed"], "a dead 'running' run is killed"
     if point == "checkpoint-write":  # killed half way through a write: the file in place is still a whole one
-        partial = list((run_dir / "checkpoints").glob("*.tmp"))
-        assert partial, "the write was interrupted"
-        last = run_dir / "checkpoints" / "last.ckpt"
+        assert list((run_dir / "checkpoints").glob("*.tmp")), "the write was interrupted"
         if CKPT_WRITE == 0:
             assert not last.exists()
         else:
             assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == CKPT_WRITE - 1
+    if point == "mid-epoch":  # the resume point is one step into the epoch, with the DataLoader's position
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        assert (state["epoch"], state["global_step"]) == (MID_EPOCH, 2 * MID_EPOCH + 1)
+        assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": MID_EPOCH, "batches": 1}]
 
     rc = cli([*args, "ckpt_path=last"], tmp_path, tmp_path / "resumed.log")
     assert rc == 0, (tmp_path / "resumed.log").read_text()[-3000:]
