@@ -246,14 +246,17 @@ def start_run_record(run_dir: str | Path, *, kind: str, experiment: str | None, 
     once :func:`fertrain.train.check_run_dir` has checked that).
 
     Raises:
-        ValueError: unknown ``kind``; ``run_dir`` already holds the record of a run of another kind (a predict or
+        ValueError: unknown ``kind``.
+        fertrain.cli.UsageError: ``run_dir`` already holds the record of a run of another kind (a predict or
             test-only run never replaces a training run's record).
     """
     if kind not in KINDS:
         raise ValueError(f"run record kind must be one of {KINDS}, got {kind!r}")
     existing = read_run_record(run_dir)
     if existing is not None and existing.get("kind") != kind:
-        raise ValueError(f"{Path(run_dir) / RUN_RECORD} is the record of a {existing.get('kind')} run; a {kind} "
+        from fertrain.cli import UsageError
+
+        raise UsageError(f"{Path(run_dir) / RUN_RECORD} is the record of a {existing.get('kind')} run; a {kind} "
                          "run writes its own record elsewhere: choose another output folder")
     stamp = now()
     attempts = [dict(a) for a in (previous or {}).get("attempts", [])] if previous else []

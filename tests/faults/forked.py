@@ -26,6 +26,10 @@ def _main_of(module: str):
         from fertrain.sweep import main
 
         return lambda: main(sys.argv[1:])
+    if module == "fertrain.predict":
+        from fertrain.predict import main
+
+        return lambda: main()
     raise ValueError(module)
 
 

@@ -99,3 +99,12 @@ def _patched_torch(save: Any) -> Any:
     mod.__dict__.update(torch.__dict__)
     mod.save = save
     return mod
+
+
+class PeakFirst(pl.Callback):
+    """Logs ``val/probe``: 1.0 after the first validation epoch, then lower every epoch -- a monitored metric that
+    peaks at the first epoch whatever the network learns (for the best-vs-last checkpoint test)."""
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("val/probe", 1.0 - 0.1 * trainer.current_epoch)
