@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -107,3 +104,46 @@ def test_nan_and_exceptions_fail_trials_and_a_rerun_continues(tmp_path: Path, mo
     assert len(rows) == 7 and rows[2].startswith("1,FAIL,")
 
 
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_while_a_reader_polls_it(tmp_path: Path) -> None:
+    """``fertrain.sweep --workers 2``: two processes run the trials of one journal-file study; the first trial waits
+    until the second worker has taken a trial (so they overlap for sure). Meanwhile this test reads the study again
+    and again: trial numbers stay unique and contiguous, no trial goes back to RUNNING once finished."""
+    from tests.faults.forked import start
+    from tests.faults.probe import WAIT_ENV
+
+    sweep_dir = tmp_path / "logs" / "synthetic_mscm" / "sweeps" / "synthetic_mscm_optuna"
+    journal = sweep_dir / "optuna.journal"
+    args = ["--workers", "2", *TINY, *_paths(tmp_path), "model._target_=tests.faults.tiny.TinyVideoNet",
+            "sweep.n_trials=4", "sweep.prune_on=null", "+callbacks.probe._target_=tests.faults.probe.KillAt"]
+    pid = start(args, tmp_path, tmp_path / "sweep.log", module="fertrain.sweep", env={WAIT_ENV: f"{journal}:2"})
+    finished: dict[int, TrialState] = {}
+    polls, status = 0, None
+    while status is None:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:  # it ended: read the study one last time below
+            status = os.waitstatus_to_exitcode(raw)
+        if journal.exists():
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+            if storage.get_all_studies():
+                trials = optuna.load_study(study_name="synthetic_mscm_optuna", storage=storage).trials
+                assert [t.number for t in trials] == list(range(len(trials)))
+                for t in trials:
+                    assert finished.get(t.number, t.state) == t.state, "a finished trial never changes state"
+                    if t.state.is_finished():
+                        finished[t.number] = t.state
+                polls += 1
+        if status is None:
+            time.sleep(0.3)
+    log = (tmp_path / "sweep.log").read_text()
+    assert status == 0 and polls > 0, log[-3000:]
+    assert "fertrain.sweep: error" not in log and '"best"' in log, log[-3000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name="synthetic_mscm_optuna", storage=storage).trials
+    assert 4 <= len(trials) <= 5 and all(t.state == TrialState.COMPLETE for t in trials)  # <= n + workers - 1
+    assert len({t.user_attrs["pid"] for t in trials}) == 2, "both workers ran trials"
+    assert pid in {t.user_attrs["pid"] for t in trials}
+    rows = (sweep_dir / "trials.csv").read_text().splitlines()
+    assert len(rows) == len(trials) + 1

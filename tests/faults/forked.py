@@ -36,6 +36,18 @@ def _main_of(module: str):
 def cli(args: Sequence[str], cwd: Path, log: Path, module: str = "fertrain",
         env: Mapping[str, str] | None = None) -> int:
     """Run ``python -m <module> <args>`` in a forked child; returns its exit status, or ``-signal`` if killed."""
+    return wait(start(args, cwd, log, module, env))
+
+
+def wait(pid: int) -> int:
+    """Wait for a child of :func:`start`; its exit status, or ``-signal`` if killed."""
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def start(args: Sequence[str], cwd: Path, log: Path, module: str = "fertrain",
+          env: Mapping[str, str] | None = None) -> int:
+    """Start ``python -m <module> <args>`` in a forked child and return its pid (see :func:`wait`)."""
     Path(cwd).mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -75,5 +87,4 @@ def cli(args: Sequence[str], cwd: Path, log: Path, module: str = "fertrain",
                 sys.stderr.flush()
             finally:
                 os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    return pid

@@ -21,6 +21,24 @@ from typing import Any
 import pytorch_lightning as pl
 
 ENV = "FERTRAIN_TEST_KILL"
+WAIT_ENV = "FERTRAIN_TEST_WAIT_FOR_TRIALS"
+
+
+def _wait_for_trials(journal: str, n: str, timeout: float = 300.0) -> None:
+    """Block until the Optuna study in ``journal`` holds ``n`` trials (so two sweep workers overlap for sure)."""
+    import time
+
+    import optuna
+
+    deadline = time.monotonic() + timeout
+    while True:
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
+        studies = storage.get_all_studies()
+        if studies and len(storage.get_all_trials(studies[0]._study_id, deepcopy=False)) >= int(n):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{journal}: fewer than {n} trials after {timeout} s")
+        time.sleep(0.2)
 
 
 def die() -> None:
@@ -37,6 +55,9 @@ class KillAt(pl.Callback):
         return self.spec[0] == kind and self.spec[1:] == [str(a) for a in args]
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        wait_for = os.environ.get(WAIT_ENV)  # "<journal>:<n>": a sweep trial waits until the study has n trials
+        if wait_for:
+            _wait_for_trials(*wait_for.rsplit(":", 1))
         KillAt.fits += 1
         if self._is("fit_start", KillAt.fits):
             die()
