@@ -400,7 +400,8 @@ def _run(cfg: DictConfig, resolved: dict[str, Any], out_dir: Path, ckpt: str | N
     if ckpt:  # before Lightning loads it: one message for a file that does not fit
         resume = kind == "train"
         source = check_checkpoint(ckpt, task, model_class=str(cfg.model._target_),
-                                  config_hash=chash if resume else None, fertrain_version=__version__ if resume else None)
+                                  config_hash=chash if resume else None,
+                                  fertrain_version=__version__ if resume else None)
     rows: dict[str, int] = {}
     if kind == "train" and ckpt:  # rows of metrics.csv written before that checkpoint (fertrain.resume)
         rows = checkpoint_log_rows(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True))

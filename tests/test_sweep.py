@@ -20,13 +20,14 @@ from fertrain.sweep import SweepError, check_space, run_sweep
 
 CONF = config_dir()
 # a tiny synthetic_motion run: 8 training clips of 8 frames, 2 sampled frames at 32 px, batches of 4, 2 steps,
-# no test and no checkpoints (a trial's cost is then mostly Lightning's set-up)
+# no test and no checkpoints, the tiny network of tests/faults (a trial's cost is then mostly Lightning's set-up)
 TINY = ["+experiment=synthetic_mscm", "hparams_search=synthetic_mscm_optuna",
         "data.datamodule.source.num_train=8", "data.datamodule.source.num_val=4",
         "data.datamodule.source.num_test=4", "data.datamodule.source.num_frames=8",
         "data.datamodule.source.size=48", "data.image_size=32", "data.datamodule.sampler.num_segments=2",
         "data.datamodule.batch_size=4", "debug=limit", "test=false", "callbacks=none", "~callbacks.model_checkpoint",
-        "~callbacks.last_checkpoint", "+trainer.enable_checkpointing=false", "trainer.enable_model_summary=false"]
+        "~callbacks.last_checkpoint", "+trainer.enable_checkpointing=false", "trainer.enable_model_summary=false",
+        "model._target_=tests.faults.tiny.TinyVideoNet"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -116,8 +117,7 @@ def test_two_workers_share_one_study_while_a_reader_polls_it(tmp_path: Path) -> 
 
     sweep_dir = tmp_path / "logs" / "synthetic_mscm" / "sweeps" / "synthetic_mscm_optuna"
     journal = sweep_dir / "optuna.journal"
-    args = ["--workers", "2", *TINY, *_paths(tmp_path), "model._target_=tests.faults.tiny.TinyVideoNet",
-            "sweep.n_trials=4", "sweep.prune_on=null", "+callbacks.probe._target_=tests.faults.probe.KillAt"]
+    args = ["--workers", "2", *TINY, *_paths(tmp_path), "sweep.n_trials=4", "sweep.prune_on=null", "+callbacks.probe._target_=tests.faults.probe.KillAt"]
     pid = start(args, tmp_path, tmp_path / "sweep.log", module="fertrain.sweep", env={WAIT_ENV: f"{journal}:2"})
     finished: dict[int, TrialState] = {}
     polls, status = 0, None

@@ -94,8 +94,9 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any] | None:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); expected a fertrain run record") from None
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        found = record.get("schema") if isinstance(record, dict) else None
         raise ValueError(f"{path}: expected a fertrain run record with schema {SCHEMA}, "
-                         f"found {type(record).__name__} with schema {record.get('schema') if isinstance(record, dict) else None!r}")
+                         f"found {type(record).__name__} with schema {found!r}")
     return record
 
 

@@ -1,13 +1,19 @@
 """Fault injection for the kill/resume tests: a callback that SIGKILLs its own process at one chosen point.
 
 The point comes from the environment variable ``FERTRAIN_TEST_KILL`` (so the killed run and its resume have the
-same config and config hash): ``train_step:E:B`` (at the start of training batch B of epoch E, i.e. after B
-optimiser steps of that epoch), ``backward:E:B`` (inside that batch's training step, before its backward pass), ``validation:E:B``, ``ckpt_write:E`` (in the middle of writing the first checkpoint
-file after validation epoch E: half the bytes are written, then the process dies), ``disk_full:E`` (that write
-fails with ``OSError(ENOSPC)`` instead, the process lives on), ``sigterm:E:B`` (the process sends itself SIGTERM at
-the start of training batch B of epoch E), ``test:TAG`` (first test batch
-of ``test_best``/``test_last``), ``fit_start:N`` (the N-th ``fit`` of this process: between the jobs of a multirun
-or the trials of a sweep). Unset: the callback does nothing.
+same config and config hash):
+
+- ``train_step:E:B``: at the start of training batch B of epoch E (after B optimiser steps of that epoch);
+- ``backward:E:B``: inside that batch's training step, before its backward pass;
+- ``validation:E:B``: at the start of validation batch B of epoch E;
+- ``ckpt_write:E``: in the middle of writing the first checkpoint file after validation epoch E (half the bytes
+  are written, then the process dies); ``disk_full:E``: that write fails with ``OSError(ENOSPC)`` instead and the
+  process lives on;
+- ``sigterm:E:B``: the process sends itself SIGTERM at the start of training batch B of epoch E;
+- ``test:TAG``: the first test batch of ``test_best``/``test_last``;
+- ``fit_start:N``: the N-th ``fit`` of this process (between the jobs of a multirun or the trials of a sweep).
+
+Unset: the callback does nothing.
 """
 
 from __future__ import annotations

@@ -153,6 +153,11 @@ def test_multirun_killed_between_jobs_resumes_the_rest(shared: dict, tmp_path: P
     assert "trainer.enable_model_summary=True" in read_run_record(jobs[1])["overrides"]  # as Hydra formats it
 
 
+def _study(sweep_dir: Path) -> optuna.Study:
+    journal = optuna.storages.journal.JournalFileBackend(str(sweep_dir / "optuna.journal"))
+    return optuna.load_study(study_name="synthetic_mscm_optuna", storage=optuna.storages.JournalStorage(journal))
+
+
 @pytest.mark.slow
 def test_sweep_trial_killed_then_resumed_from_its_checkpoint(shared: dict, tmp_path: Path) -> None:
     """A one-trial sweep whose trial is the reference run: SIGKILL inside the trial; the same sweep command fails
@@ -163,14 +168,12 @@ def test_sweep_trial_killed_then_resumed_from_its_checkpoint(shared: dict, tmp_p
              env={ENV: f"train_step:{SWEEP_STEP[0]}:{SWEEP_STEP[1]}"})
     assert rc == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     sweep_dir = tmp_path / "logs" / "synthetic_mscm" / "sweeps" / "synthetic_mscm_optuna"
-    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(sweep_dir / "optuna.journal")))
-    (before,) = optuna.load_study(study_name="synthetic_mscm_optuna", storage=journal).trials
+    (before,) = _study(sweep_dir).trials
     assert before.state == TrialState.RUNNING
 
     rc = cli(args, tmp_path, tmp_path / "resumed.log", module="fertrain.sweep")
     assert rc == 0, (tmp_path / "resumed.log").read_text()[-3000:]
-    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(sweep_dir / "optuna.journal")))
-    killed, resumed = optuna.load_study(study_name="synthetic_mscm_optuna", storage=journal).trials
+    killed, resumed = _study(sweep_dir).trials
     assert (killed.state, killed.user_attrs["killed"]) == (TrialState.FAIL, True)
     assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["resume_of"] == 0
     assert resumed.params == killed.params and resumed.user_attrs["run_dir"] == str(sweep_dir / "trial_000")
