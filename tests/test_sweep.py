@@ -147,3 +147,31 @@ def test_two_workers_share_one_study_while_a_reader_polls_it(tmp_path: Path) -> 
     assert pid in {t.user_attrs["pid"] for t in trials}
     rows = (sweep_dir / "trials.csv").read_text().splitlines()
     assert len(rows) == len(trials) + 1
+
+
+def test_sqlite_url_still_works_and_its_schema_is_created_once(tmp_path: Path) -> None:
+    """``sweep.storage=sqlite:///...``: four processes open a fresh database at the same moment (they wait for a
+    start file); the schema is created under a file lock, so none fails with "table ... already exists"."""
+    from omegaconf import OmegaConf
+
+    from fertrain.sweep import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    go = tmp_path / "go"
+    pids = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:  # child: open the storage and the study as a sweep worker does
+            code = 1
+            try:
+                while not go.exists():
+                    time.sleep(0.01)
+                storage, _ = open_storage(OmegaConf.create({"storage": url}), tmp_path)
+                optuna.create_study(study_name="s", storage=storage, load_if_exists=True)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    go.write_text("")
+    assert [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids] == [0, 0, 0, 0]
+    assert optuna.load_study(study_name="s", storage=url).trials == []
