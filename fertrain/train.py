@@ -339,7 +339,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if previous is not None and kind == "train" and ckpt_arg == "last" and previous.get("status") in (
             "finished", "debug") and (out_dir / "summary.json").is_file():
         log.info("%s: this run already finished (status %s); nothing to resume", out_dir, previous["status"])
-        return json.loads((out_dir / "summary.json").read_text())
+        summary = json.loads((out_dir / "summary.json").read_text())
+        if zero:
+            _print_any_summary(summary)
+        return summary
 
     if zero:
         tmp = out_dir / "config_resolved.yaml.tmp"
@@ -508,6 +511,16 @@ def _run_folds(cfg: DictConfig, folds: list[str], task_cls: type, out_dir: Path)
     _write_json(out_dir / "summary.json", summary)
     getattr(task_cls, "print_summary", _print_summary)(summary)
     return summary
+
+
+def _print_any_summary(summary: dict[str, Any]) -> None:
+    """Print a summary read back from ``summary.json`` (recognition or spotting)."""
+    if summary.get("task") == "spotting":
+        from fertrain.tasks.spotting import print_spotting_summary
+
+        print_spotting_summary(summary)
+    else:
+        _print_summary(summary)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
