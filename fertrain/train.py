@@ -13,7 +13,8 @@ written, :func:`check_run_dir` compares the directory's record with this run:
 - the same config and ``ckpt_path=last``: resumed from ``<run_dir>/checkpoints/last.ckpt`` (or the newest
   ``hpc_ckpt_*.ckpt``); a finished run is not run again (its summary is returned);
 - the same config without ``ckpt_path=last`` in a directory that already holds checkpoints or a summary: refused;
-- a run still in progress (same host, live process): refused.
+- a run still in progress (same host, live process): refused;
+- a finished debug run, run again as a debug run (any config): replaced.
 
 A test-only run (``train=false ckpt_path=PATH``) runs in ``<run_dir>/eval/<checkpoint>-<hash>`` with a record of
 kind ``test``, and never touches the training run's ``summary.json``, ``metrics.csv`` or record.
@@ -179,9 +180,13 @@ def _has_state(out_dir: Path) -> list[str]:
 
 
 def check_run_dir(out_dir: Path, resolved: Mapping[str, Any], ckpt_path: str | None, kind: str,
-                  rank_zero: bool = True) -> dict[str, Any] | None:
+                  rank_zero: bool = True, debug: bool = False) -> dict[str, Any] | None:
     """Decide whether this run may use ``out_dir`` (see the module docstring); returns the existing record to
     continue (None for a new directory).
+
+    A finished *debug* run (status ``debug``) is replaced by a new debug run without ``ckpt_path=last``, whatever
+    its config: its checkpoints and summary are deleted first (debug runs never count as results, and iterating
+    on ``debug=limit`` must not need a new ``run_id`` each time).
 
     Raises:
         UsageError: another config hash (message lists the differing keys and the ways forward); a record of
@@ -200,6 +205,13 @@ def check_run_dir(out_dir: Path, resolved: Mapping[str, Any], ckpt_path: str | N
         if state and ckpt_path != "last":
             raise UsageError(f"{out_dir} already holds a run without a run record ({', '.join(state[:4])}): "
                              f"{ways}")
+        return None
+    if debug and kind == "train" and ckpt_path != "last" and previous.get("status") == "debug":
+        for stale in state:
+            for path in (out_dir / "checkpoints" / stale, out_dir / stale):
+                if path.is_file() and rank_zero:
+                    path.unlink()
+        log.info("%s: replacing the earlier debug run", out_dir)
         return None
     if previous.get("kind") != kind:
         raise UsageError(f"{out_dir} holds a {previous.get('kind')} run; a {kind} run never writes into it: "
@@ -335,7 +347,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     kind = "train" if cfg.train else "test"
     zero = rank_zero_only.rank == 0
     ckpt_arg = cfg.get("ckpt_path")
-    previous = check_run_dir(out_dir, resolved, ckpt_arg if kind == "train" else "last", kind, rank_zero=zero)
+    debug = debug_reasons(cfg)
+    previous = check_run_dir(out_dir, resolved, ckpt_arg if kind == "train" else "last", kind, rank_zero=zero,
+                             debug=bool(debug))
     if previous is not None and kind == "train" and ckpt_arg == "last" and previous.get("status") in (
             "finished", "debug") and (out_dir / "summary.json").is_file():
         log.info("%s: this run already finished (status %s); nothing to resume", out_dir, previous["status"])
@@ -349,7 +363,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         tmp.replace(out_dir / "config_resolved.yaml")
     ckpt = resolve_ckpt_path(ckpt_arg, out_dir)
-    debug = debug_reasons(cfg)
     record = None
     if zero:
         record = rr.start_run_record(

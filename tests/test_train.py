@@ -123,37 +123,44 @@ def test_best_and_last_checkpoints_hold_different_epochs(tmp_path: Path, cache: 
 def test_rerun_with_another_config_is_refused_and_the_record_is_complete(tmp_path: Path, cache: list[str]) -> None:
     """Must show 3: run.json has every field; the same run dir with a changed override is refused, naming the
     differing keys and the two ways forward; the same config without ckpt_path=last is refused; with it, a
-    finished run is not run again."""
-    summary = run_experiment([*TINY, *cache], tmp_path)  # debug=limit: a debug run
+    finished run is not run again. A debug run is flagged, and replaced by the next debug run."""
+    summary = run_experiment([*TINY, *cache, "trainer.max_epochs=1"], tmp_path, fast=False)
     run_dir = Path(summary["run_dir"])
     record = read_run_record(run_dir)
     for key in ("schema", "kind", "status", "experiment", "run_id", "run_dir", "config", "config_hash", "overrides",
                 "git", "versions", "device", "seed", "data", "started_at", "ended_at", "error", "attempts"):
         assert key in record, key
-    assert (record["kind"], record["status"], record["seed"], record["error"]) == ("train", "debug", 42, None)
-    assert record["debug"] == ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-                               "trainer.limit_test_batches=2"]
-    assert run_flags(record) == ["debug"], "a debug run is flagged where results are read"
+    assert (record["kind"], record["status"], record["seed"], record["error"]) == ("train", "finished", 42, None)
+    assert run_flags(record) == [] and record["debug"] == []
     assert record["config_hash"].startswith("sha256:") and len(record["config_hash"]) == 71
     assert record["git"]["commit"] and isinstance(record["git"]["dirty"], bool)
     assert record["versions"]["torch"] == metadata.version("torch") and record["versions"]["fertrain"] == "0.1.0"
     assert record["device"]["accelerator"] == "cpu" and record["device"]["precision"] == "32-true"
     assert record["data"]["fingerprint"].startswith("sha256:")
     assert {s: v["samples"] for s, v in record["data"]["splits"].items()} == {"train": 8, "val": 4, "test": 4}
-    assert record["started_at"] <= record["ended_at"] and [a["status"] for a in record["attempts"]] == ["debug"]
+    assert record["started_at"] <= record["ended_at"] and [a["status"] for a in record["attempts"]] == ["finished"]
 
     with pytest.raises(UsageError) as err:
-        run_experiment([*TINY, *cache, "optimizer.lr=0.01", "data.datamodule.batch_size=2"], tmp_path)
+        run_experiment([*TINY, *cache, "trainer.max_epochs=1", "optimizer.lr=0.01", "data.datamodule.batch_size=2"],
+                       tmp_path, fast=False)
     text = str(err.value)
     assert f"{run_dir} already holds a run with another configuration" in text
     assert "data.datamodule.batch_size: 4 -> 2" in text and "optimizer.lr: 0.001 -> 0.01" in text
     assert "run_id=NAME" in text and "ckpt_path=last" in text
     with pytest.raises(UsageError, match="already holds this run .*Continue or re-test it with ckpt_path=last"):
-        run_experiment([*TINY, *cache], tmp_path)
+        run_experiment([*TINY, *cache, "trainer.max_epochs=1"], tmp_path, fast=False)
     stamp = (run_dir / "summary.json").stat().st_mtime_ns
-    assert run_experiment([*TINY, *cache, "ckpt_path=last"], tmp_path) == summary
+    assert run_experiment([*TINY, *cache, "trainer.max_epochs=1", "ckpt_path=last"], tmp_path, fast=False) == summary
     assert (run_dir / "summary.json").stat().st_mtime_ns == stamp, "a finished run is not run again"
     assert read_run_record(run_dir) == record
+
+    debug = run_experiment([*TINY, *cache, "run_id=dbg"], tmp_path)  # debug=limit
+    record = read_run_record(debug["run_dir"])
+    assert record["status"] == "debug" and run_flags(record) == ["debug"], "a debug run is flagged where read"
+    assert record["debug"] == ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+                               "trainer.limit_test_batches=2"]
+    again = run_experiment([*TINY, *cache, "run_id=dbg", "optimizer.lr=0.01"], tmp_path)
+    assert read_run_record(again["run_dir"])["config"]["optimizer"]["lr"] == 0.01, "a debug run is replaced"
 
 
 def test_test_only_run_writes_its_own_record_and_never_the_training_runs(tmp_path: Path, cache: list[str]) -> None:
