@@ -189,5 +189,9 @@ def run_guarded(prog: str, hydra_main: Callable[[], Any]) -> Any:
         return hydra_main()
     except SystemExit:
         raise
-    except Exception as err:  # noqa: BLE001 - mapped to an exit status, or re-raised
+    except BaseException as err:  # noqa: BLE001 - mapped to an exit status, or re-raised
+        if type(err).__name__ == "PassThrough" and isinstance(err.args[0], BaseException):
+            err = err.args[0]  # an app's error carried past Hydra's job runner (fertrain.train.PassThrough)
+        if not isinstance(err, Exception):
+            raise err
         report(prog, err)

@@ -568,11 +568,23 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    check_multirun_ddp(cfg.trainer, HydraConfig.get().mode == RunMode.MULTIRUN)
-    summary = run(cfg)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    check_multirun_ddp(cfg.trainer, multirun)
+    try:
+        summary = run(cfg)
+    except Exception as err:
+        if multirun:  # Hydra names the failing job's overrides, then the error is printed once
+            raise
+        # single run: passes Hydra's job runner without its "Error executing job with overrides" line
+        raise PassThrough(err) from err
     if not cfg.train or summary.get("kind") == "test":
         return None  # a test-only run has no validation metric to optimise
     return metric_value(summary, cfg.get("optimized_metric"))
+
+
+class PassThrough(BaseException):
+    """Carries an error of a single run past Hydra's job runner (which catches ``Exception``) to
+    :func:`fertrain.cli.run_guarded`, so it is printed once."""
 
 
 def main() -> float | None:
