@@ -281,8 +281,9 @@ def _overrides() -> list[str]:
 
 def data_record(datamodule: Any) -> dict[str, Any]:
     """The ``data`` block of ``run.json``: the fingerprint of the samples of every split set up so far
-    (:func:`fertrain.data.fingerprint.data_fingerprint`) and the skipped samples per reason (read from what the
-    datamodule exposes: ``skipped_counts``, else its ``skipped`` rows)."""
+    (:func:`fertrain.data.fingerprint.data_fingerprint`) and the skipped samples per reason, read from what the
+    datamodule exposes: ``corrupt_report()`` (``{reason: samples}``; with ``corrupt_details()`` as ``unusable``),
+    else ``skipped_counts``, else its ``skipped`` rows."""
     from fertrain.data.fingerprint import data_fingerprint
 
     out: dict[str, Any] = {"fingerprint": None, "splits": None, "skipped": None}
@@ -295,6 +296,10 @@ def data_record(datamodule: Any) -> dict[str, Any]:
         except (AttributeError, TypeError, ValueError) as err:  # records without the fingerprinted fields
             out["fingerprint_error"] = f"{type(err).__name__}: {err}"
     counts = getattr(datamodule, "skipped_counts", None)
+    if callable(getattr(datamodule, "corrupt_report", None)):
+        counts = datamodule.corrupt_report()
+        if callable(getattr(datamodule, "corrupt_details", None)):
+            out["unusable"] = datamodule.corrupt_details()
     if counts is None and isinstance(getattr(datamodule, "skipped", None), list):
         counts = dict(Counter(str(row.get("reason", "unknown")).split(":")[0] for row in datamodule.skipped))
     if counts is not None:
