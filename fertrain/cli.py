@@ -1,10 +1,10 @@
 """Exit codes and error printing shared by every fertrain command-line tool.
 
 Contract (README "Exit codes"): ``0`` success; ``1`` runtime failure (training diverged, a checkpoint could not be
-written, a sample failed to decode during training, the run was stopped by SIGTERM/SIGUSR1, no sweep trial
-completed, ...); ``2`` usage or configuration error (unknown or wrong-type override, a missing file or folder the
-command line or config names, a malformed dataset root, an unusable checkpoint, a run directory that holds another
-run, an unwritable output folder). Every error is printed once, as ``<prog>: error: <message>`` on stderr; known
+written, a sample failed to decode while a DataLoader read it, the run was stopped by SIGTERM/SIGUSR1, no sweep
+trial completed, ...); ``2`` usage or configuration error (unknown or wrong-type override, a missing file or folder
+the command line or config names, a malformed dataset root or a sample found unusable when the dataset is set up,
+an unusable checkpoint, a run directory that holds another run, an unwritable output folder). Every error is printed once, as ``<prog>: error: <message>`` on stderr; known
 errors print no traceback (``FERTRAIN_TRACEBACK=1`` shows it). An error raised in a DataLoader worker is printed
 with its own message (PyTorch re-raises it with the worker's traceback inside the message), not twice.
 
@@ -112,6 +112,13 @@ def _from_hydra_run_dir(err: BaseException) -> bool:
                for f in traceback.extract_tb(err.__traceback__))
 
 
+def _while_reading(err: BaseException) -> bool:
+    """True for an error raised while a DataLoader fetched a batch (not while a dataset was set up)."""
+    return any(f.filename.replace("\\", "/").endswith(("torch/utils/data/_utils/fetch.py",
+                                                        "torch/utils/data/dataloader.py"))
+               for f in traceback.extract_tb(err.__traceback__))
+
+
 def explain(err: BaseException) -> tuple[int | None, str]:
     """``(exit status, one-paragraph message)`` of an error; status None for an unknown error (traceback)."""
     from fertrain.data.records import DatasetError
@@ -131,6 +138,8 @@ def explain(err: BaseException) -> tuple[int | None, str]:
     hydra_text = _hydra_message(err)
     if hydra_text is not None:
         return EXIT_USAGE, hydra_text
+    if isinstance(err, DatasetError) and (_WORKER.match(str(err).strip()) or _while_reading(err)):
+        return EXIT_FAILURE, text  # a sample that fails while training/testing reads it: a runtime failure
     if isinstance(err, (UsageError, DatasetError)):
         return EXIT_USAGE, text
     if isinstance(err, FileNotFoundError):

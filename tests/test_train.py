@@ -262,7 +262,8 @@ def test_sweep_exit_codes(tmp_path: Path, cache: list[str]) -> None:
 
 def test_dataloader_worker_error_is_reported_once_with_its_own_message() -> None:
     """PyTorch re-raises a worker's exception with the worker's traceback inside the message; the CLI prints the
-    original message once, naming the worker."""
+    original message once, naming the worker (exit 1: a sample failed while training read it; the same error at
+    dataset set-up is exit 2)."""
     from torch.utils.data import DataLoader, Dataset
 
     from fertrain.cli import explain
@@ -279,7 +280,7 @@ def test_dataloader_worker_error_is_reported_once_with_its_own_message() -> None
         next(iter(DataLoader(Broken(), num_workers=1)))
     assert "Traceback" in str(err.value)  # what PyTorch gives
     code, message = explain(err.value)
-    assert code == 2 and message == ("train sample 0: /data/clip_0.mp4 is empty (0 bytes)\nexpected a video file "
+    assert code == 1 and message == ("train sample 0: /data/clip_0.mp4 is empty (0 bytes)\nexpected a video file "
                                      "(in DataLoader worker 0)")
 
 
