@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## make demo: install, then train+test MSCM on the embedded real video and predict a timeline over it
+## (ckpt_path=last: a second `make demo` finishes an interrupted demo run, or prints the finished one's summary)
 demo: install
-	$(PY) -m fertrain
+	$(PY) -m fertrain ckpt_path=last
 
 ## make test: install, then run the whole test suite (slow tests included)
 test: install

@@ -13,10 +13,17 @@ Resolvers (registered once, on import of this module):
 - ``${fertrain.discover_classes:<dotted.path.to.DatasetClass>,<arg>,...}``: the class names a dataset reads from the
   data itself, ``DatasetClass.class_names_of(*args)`` (``data=folder``: the class folders; ``data=csv``: the
   labels), for datasets whose label map is the user's.
+- ``${fertrain.job_dir:<job num>,<override dirname>}``: a multirun job's folder, ``<num, 3 digits>-<8 hex of the
+  overrides>`` (short and stable; the overrides themselves are in the job's ``run.json``).
+- ``${fertrain.eval_dir:<train>,<ckpt_path>,<override dirname>}``: ``""`` for a training run; for a test-only run
+  (``train=false``) ``/eval/<checkpoint name>-<6 hex of the checkpoint's absolute path and the overrides>``, so it
+  never writes into the training run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from hydra.utils import get_class
@@ -66,6 +73,22 @@ def asset_path(relative: str) -> str:
     return str(path)
 
 
+def job_dir(num: int, override_dirname: str) -> str:
+    """Folder name of a multirun job: ``"007-1a2b3c4d"`` (index, then the first 8 hex of SHA-1 of the overrides)."""
+    return f"{int(num):03d}-{hashlib.sha1(str(override_dirname).encode()).hexdigest()[:8]}"
+
+
+def eval_dir(train: bool, ckpt_path: str | None, override_dirname: str = "") -> str:
+    """Suffix of a test-only run's directory (see the module docstring); ``""`` when ``train`` is true."""
+    if train:
+        return ""
+    if ckpt_path in (None, "", "null"):
+        name, where = "init", ""
+    else:
+        name, where = Path(str(ckpt_path)).stem, str(ckpt_path) if ckpt_path == "last" else os.path.abspath(ckpt_path)
+    return f"/eval/{name}-{hashlib.sha1(f'{where}|{override_dirname}'.encode()).hexdigest()[:6]}"
+
+
 def register_resolvers() -> None:
     """Register fertrain's OmegaConf resolvers (idempotent)."""
     if not OmegaConf.has_resolver("fertrain.classes"):
@@ -76,6 +99,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("fertrain.discover_classes", _discover_classes)
     if not OmegaConf.has_resolver("fertrain.asset"):
         OmegaConf.register_new_resolver("fertrain.asset", asset_path)
+    if not OmegaConf.has_resolver("fertrain.job_dir"):
+        OmegaConf.register_new_resolver("fertrain.job_dir", job_dir)
+    if not OmegaConf.has_resolver("fertrain.eval_dir"):
+        OmegaConf.register_new_resolver("fertrain.eval_dir", eval_dir)
 
 
 register_resolvers()

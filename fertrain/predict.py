@@ -364,8 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(_as_options(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s", stream=sys.stdout)
     out_dir = args.out_dir or Path(args.ckpt).resolve().parent.parent / "predict"
-    res = predict_video(args.ckpt, args.video, out_dir, args.window, args.stride, args.batch_size or 8,
-                        args.device or "cpu", args.faces or "auto", cache_dir=args.cache_dir)
+    from fertrain.report.run_record import recorded  # this prediction's own run.json (kind "predict")
+
+    with recorded(out_dir, "predict", config=vars(args), ckpt_path=str(args.ckpt)) as rec:
+        res = predict_video(args.ckpt, args.video, out_dir, args.window, args.stride, args.batch_size or 8,
+                            args.device or "cpu", args.faces or "auto", cache_dir=args.cache_dir)
+        rec["outputs"] = {k: str(v) for k, v in res.items()}
     for k, v in res.items():
         print(f"{k}: {v}")
     return EXIT_OK

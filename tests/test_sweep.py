@@ -1,13 +1,12 @@
 """``python -m fertrain.sweep``: search spaces compose, pruning on the val metric, a failing trial does not stop the
-sweep, and a sweep killed after 3 trials resumes with continuing trial numbers."""
+sweep and a rerun continues the numbering, the storage is shared safely by 2 workers while a reader polls it, a
+killed trial is failed as killed and resumed, and the exit codes. (A trial SIGKILLed mid-training and resumed to
+the uninterrupted value: ``tests/faults/test_kill_resume.py``.)"""
 
 from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,13 +20,14 @@ from fertrain.sweep import SweepError, check_space, run_sweep
 
 CONF = config_dir()
 # a tiny synthetic_motion run: 8 training clips of 8 frames, 2 sampled frames at 32 px, batches of 4, 2 steps,
-# no test and no checkpoints (a trial's cost is then mostly Lightning's set-up)
+# no test and no checkpoints, the tiny network of tests/faults (a trial's cost is then mostly Lightning's set-up)
 TINY = ["+experiment=synthetic_mscm", "hparams_search=synthetic_mscm_optuna",
         "data.datamodule.source.num_train=8", "data.datamodule.source.num_val=4",
         "data.datamodule.source.num_test=4", "data.datamodule.source.num_frames=8",
         "data.datamodule.source.size=48", "data.image_size=32", "data.datamodule.sampler.num_segments=2",
         "data.datamodule.batch_size=4", "debug=limit", "test=false", "callbacks=none", "~callbacks.model_checkpoint",
-        "+trainer.enable_checkpointing=false", "trainer.enable_model_summary=false"]
+        "~callbacks.last_checkpoint", "+trainer.enable_checkpointing=false", "trainer.enable_model_summary=false",
+        "model._target_=tests.faults.tiny.TinyVideoNet"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -105,53 +105,73 @@ def test_nan_and_exceptions_fail_trials_and_a_rerun_continues(tmp_path: Path, mo
     assert len(rows) == 7 and rows[2].startswith("1,FAIL,")
 
 
-def _finished(db: Path, study_name: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
-    except Exception:  # not created yet, or locked by the writer: try again later
-        return []
-    return study.get_trials(deepcopy=False, states=FINISHED)
 
 
 @pytest.mark.slow
-def test_sweep_survives_a_failing_trial_and_resumes_after_sigkill(tmp_path: Path) -> None:
-    """6 trials; trial 1 is forced to fail (dropout 1.5 is invalid); the process is SIGKILLed once 3 trials have
-    finished; the same command then finishes the study, continuing the trial numbers."""
-    cmd = [sys.executable, "-m", "fertrain.sweep", *TINY, *_paths(tmp_path), "sweep.n_trials=6",
-           "sweep.heartbeat_interval=1", "sweep.grace_period=2",
-           "sweep.enqueue=[{model.dropout:0.2},{model.dropout:1.5}]"]
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+def test_two_workers_share_one_study_while_a_reader_polls_it(tmp_path: Path) -> None:
+    """``fertrain.sweep --workers 2``: two processes run the trials of one journal-file study; the first trial waits
+    until the second worker has taken a trial (so they overlap for sure). Meanwhile this test reads the study again
+    and again: trial numbers stay unique and contiguous, no trial goes back to RUNNING once finished."""
+    from tests.faults.forked import start
+    from tests.faults.probe import WAIT_ENV
+
     sweep_dir = tmp_path / "logs" / "synthetic_mscm" / "sweeps" / "synthetic_mscm_optuna"
-    db = sweep_dir / "optuna.db"
+    journal = sweep_dir / "optuna.journal"
+    args = ["--workers", "2", *TINY, *_paths(tmp_path), "sweep.n_trials=4", "sweep.prune_on=null", "+callbacks.probe._target_=tests.faults.probe.KillAt"]
+    pid = start(args, tmp_path, tmp_path / "sweep.log", module="fertrain.sweep", env={WAIT_ENV: f"{journal}:2"})
+    finished: dict[int, TrialState] = {}
+    polls, status = 0, None
+    while status is None:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:  # it ended: read the study one last time below
+            status = os.waitstatus_to_exitcode(raw)
+        if journal.exists():
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+            if storage.get_all_studies():
+                trials = optuna.load_study(study_name="synthetic_mscm_optuna", storage=storage).trials
+                assert [t.number for t in trials] == list(range(len(trials)))
+                for t in trials:
+                    assert finished.get(t.number, t.state) == t.state, "a finished trial never changes state"
+                    if t.state.is_finished():
+                        finished[t.number] = t.state
+                polls += 1
+        if status is None:
+            time.sleep(0.3)
+    log = (tmp_path / "sweep.log").read_text()
+    assert status == 0 and polls > 0, log[-3000:]
+    assert "fertrain.sweep: error" not in log and '"best"' in log, log[-3000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name="synthetic_mscm_optuna", storage=storage).trials
+    assert 4 <= len(trials) <= 5 and all(t.state == TrialState.COMPLETE for t in trials)  # <= n + workers - 1
+    assert len({t.user_attrs["pid"] for t in trials}) == 2, "both workers ran trials"
+    assert pid in {t.user_attrs["pid"] for t in trials}
+    rows = (sweep_dir / "trials.csv").read_text().splitlines()
+    assert len(rows) == len(trials) + 1
 
-    with (tmp_path / "first.log").open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while len(_finished(db, "synthetic_mscm_optuna")) < 3:
-            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "3 trials did not finish in 300 s"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    before = optuna.load_study(study_name="synthetic_mscm_optuna", storage=f"sqlite:///{db}").trials
-    assert 3 <= len([t for t in before if t.state in FINISHED]) <= 4 and not (sweep_dir / "best.json").exists()
 
-    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+def test_sqlite_url_still_works_and_its_schema_is_created_once(tmp_path: Path) -> None:
+    """``sweep.storage=sqlite:///...``: four processes open a fresh database at the same moment (they wait for a
+    start file); the schema is created under a file lock, so none fails with "table ... already exists"."""
+    from omegaconf import OmegaConf
 
-    trials = optuna.load_study(study_name="synthetic_mscm_optuna", storage=f"sqlite:///{db}").trials
-    assert [t.number for t in trials] == list(range(len(trials)))  # numbers continue, no gap, no restart
-    assert len(trials) == 6 and all(t.state in FINISHED for t in trials), [(t.number, t.state) for t in trials]
-    assert trials[1].state == TrialState.FAIL and "dropout probability" in trials[1].user_attrs["error"]
-    assert trials[1].params["model.dropout"] == 1.5 and trials[0].params["model.dropout"] == 0.2
-    # a trial that was running when the process was killed is failed on resume (heartbeat), never left RUNNING
-    for t in before:
-        if t.state == TrialState.RUNNING:
-            assert trials[t.number].state == TrialState.FAIL and "error" not in trials[t.number].user_attrs
-    # the resumed process ran the rest: trials created after the kill carry on from the old numbering
-    assert {t.number for t in trials} - {t.number for t in before} == set(range(len(before), 6))
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert complete and all(0.0 <= t.value <= 1.0 for t in complete)
-    assert '"best"' in resumed.stdout and (sweep_dir / "trials.csv").read_text().count("\n") >= 7
-    for t in complete:
-        assert (sweep_dir / f"trial_{t.number:03d}" / "summary.json").is_file()
+    from fertrain.sweep import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    go = tmp_path / "go"
+    pids = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:  # child: open the storage and the study as a sweep worker does
+            code = 1
+            try:
+                while not go.exists():
+                    time.sleep(0.01)
+                storage, _ = open_storage(OmegaConf.create({"storage": url}), tmp_path)
+                optuna.create_study(study_name="s", storage=storage, load_if_exists=True)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    go.write_text("")
+    assert [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids] == [0, 0, 0, 0]
+    assert optuna.load_study(study_name="s", storage=url).trials == []

@@ -33,6 +33,19 @@ class SeededDataset(Dataset):
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed)
 
+    def rng_for(self, i: int) -> np.random.Generator:
+        """The random stream of sample ``i``: for a :class:`fertrain.data.resumable.SampleKey` (training order of
+        :class:`~fertrain.data.resumable.EpochSampler`) a generator seeded by ``(seed, epoch, index)``, also
+        reseeding the transform, so a resumed run draws exactly what an uninterrupted one drew (*ours*); for a
+        plain ``int``, the running ``self.rng`` stream."""
+        epoch = getattr(i, "epoch", None)
+        if epoch is None:
+            return self.rng
+        seq = np.random.SeedSequence([int(getattr(self, "seed", 0)), int(epoch), int(i)])
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(int(seq.generate_state(1)[0]))
+        return np.random.default_rng(seq)
+
 
 class ClipDataset(SeededDataset):
     """Map-style dataset of clips with an exact ``__len__`` (= number of records).
@@ -83,15 +96,16 @@ class ClipDataset(SeededDataset):
         self.transform = transform
         self.train = train
         self._truncated: dict | None = None  # set by frame_indices for a truncated video (skip_unusable)
+        self.seed = seed
         self.reseed(seed)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def frame_indices(self, i: int) -> np.ndarray:
+    def frame_indices(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """Absolute frame indices (0-based, decoded order) that sample ``i`` reads: int64 ``(T,)``."""
         rec = self.records[i]
-        return self.sampler(self._usable_frames(i, rec), self.train, self.rng) + rec.start_frame
+        return self.sampler(self._usable_frames(i, rec), self.train, self.rng if rng is None else rng) + rec.start_frame
 
     def _usable_frames(self, i: int, rec: ClipRecord) -> int:
         """Frames the sampler may draw from: the record's count, or fewer for a truncated video (only the frames
@@ -115,8 +129,9 @@ class ClipDataset(SeededDataset):
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
         self._truncated = None
+        rng = self.rng_for(i)  # before the transform runs: it may reseed the augmentation stream
         try:
-            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i))  # (T, H, W, C) uint8
+            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i, rng))  # (T, H, W, C) uint8
         except DatasetError as err:  # say which sample, and how to skip unusable ones
             reason = classify_error(err)
             if self.skip_unusable:

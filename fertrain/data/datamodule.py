@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, default_collate
 from fertrain.data.clip_dataset import ClipDataset
 from fertrain.data.integrity import LEVELS, SampleCheck, UnusableSampleError, check_sample
 from fertrain.data.records import SPLITS, ClipRecord, DatasetError, FrameSampler, RecordSource
+from fertrain.data.resumable import EpochSampler, ResumableDataLoader
 from fertrain.data.transforms import seed_worker
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,9 @@ class ClipDataModule(pl.LightningDataModule):
         pin_memory, persistent_workers: passed to the DataLoader.
         seed: seed of the main-process sampler/augmentation streams (workers are reseeded per worker and epoch).
         class_balanced: draw training samples with probability inversely proportional to their class frequency
-            (``torch.utils.data.WeightedRandomSampler``, weight ``1 / n_c``, with replacement, ``len(train)``
-            draws per epoch, from torch's global RNG, seeded by ``seed_everything``): every class is drawn
-            equally often in expectation. For heavily imbalanced training sets (AffectNet); val/test unchanged.
+            (weight ``1 / n_c``, with replacement, ``len(train)`` draws per epoch, from a generator seeded by
+            ``(seed, epoch)``: :class:`fertrain.data.resumable.EpochSampler`): every class is drawn equally often
+            in expectation. For heavily imbalanced training sets (AffectNet); val/test unchanged.
         skip_corrupt: the unusable-sample policy (:mod:`fertrain.data.integrity`, "Unusable samples" below). False
             (default): stop with an error naming the file and the problem. True: skip, count per reason, report.
         max_corrupt_frac: with ``skip_corrupt``, stop when more than this fraction of a split's samples is
@@ -409,14 +410,18 @@ class ClipDataModule(pl.LightningDataModule):
 
             sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size,
                                                    rank=trainer.global_rank, shuffle=False)
-        if train and self.class_balanced:  # weight 1 / n_c per sample (Lightning wraps it for DDP)
+        weights = None
+        if train and self.class_balanced:  # weight 1 / n_c per sample
             counts = Counter(r.label for r in ds.records)
             weights = torch.tensor([1.0 / counts[r.label] for r in ds.records], dtype=torch.double)
-            sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(ds), replacement=True)
-        return DataLoader(
+        if train:  # order and augmentation from (seed, epoch, index): exact resume (fertrain.data.resumable)
+            world = trainer.world_size if trainer is not None else 1
+            sampler = EpochSampler(ds, seed=self.seed, num_replicas=world, weights=weights,
+                                   rank=trainer.global_rank if trainer is not None else 0)
+        return (ResumableDataLoader if train else DataLoader)(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
+            shuffle=False,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -41,6 +41,7 @@ from fertrain.data.clip_dataset import SeededDataset
 from fertrain.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, normalize_video
 from fertrain.data.readers import list_frame_files, read_frames
 from fertrain.data.records import SPLITS, DatasetError
+from fertrain.data.resumable import EpochSampler, ResumableDataLoader
 from fertrain.data.transforms import seed_worker
 from fertrain.spotting.intervals import AnnotationRow, Interval
 
@@ -204,6 +205,7 @@ class SpottingWindowDataset(SeededDataset):
                 pos, _ = sampler.positions(s, v.num_frames)
                 positive = bool(self.labels[vi][sampler.source_frames(pos, v.num_frames)].any())
                 self.items += [(vi, s)] * (max(1, int(positive_repeat)) if train and positive else 1)
+        self.seed = seed
         self.reseed(seed)
 
     def __len__(self) -> int:
@@ -212,10 +214,11 @@ class SpottingWindowDataset(SeededDataset):
     def __getitem__(self, i: int) -> dict:
         vi, start = self.items[i]
         v = self.videos[vi]
+        rng = self.rng_for(i)  # per (seed, epoch, index) in training: exact resume (fertrain.data.resumable)
         if self.train and self.sampler.train_stride > 1:
             half = self.sampler.train_stride // 2
             last = max(0, self.sampler.num_sampled(v.num_frames) - self.sampler.window)
-            start = int(np.clip(start + self.rng.integers(-half, half + 1), 0, last))
+            start = int(np.clip(start + rng.integers(-half, half + 1), 0, last))
         pos, valid = self.sampler.positions(start, v.num_frames)
         frames = self.sampler.source_frames(pos, v.num_frames)
         clip = self.transform(read_frames(v.path, frames, reduce_to=self.reduce_to))  # (T, h, w, C)
@@ -369,6 +372,13 @@ class SpottingDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.datasets[split]
+        if train:  # order and jitter from (seed, epoch, index): exact resume (fertrain.data.resumable)
+            trainer = getattr(self, "trainer", None)
+            sampler = EpochSampler(ds, seed=self.seed, num_replicas=trainer.world_size if trainer else 1,
+                                   rank=trainer.global_rank if trainer else 0)
+            return ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                                       pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+                                       drop_last=len(ds) > self.batch_size, worker_init_fn=seed_worker)
         return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers, drop_last=train and len(ds) > self.batch_size,

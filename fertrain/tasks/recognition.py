@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
 from fertrain.metrics.recognition import RecognitionMetrics, plot_confusion_matrix
 
@@ -42,14 +43,17 @@ class RecognitionTask(pl.LightningModule):
             weight update; with ``accumulate_grad_batches > 1`` the whole accumulated step; ``global_step`` and the
             LR schedule still advance), counted in ``skipped_nonfinite``, logged as ``train/skipped_nonfinite`` and
             in ``summary.json``, instead of stopping. Under DDP all ranks skip together. Default False: stop with
-            FloatingPointError.
+            FloatingPointError. An epoch in which EVERY batch was skipped stops the run (FloatingPointError): it
+            trained nothing, and its metrics would be empty.
 
     Logged (epoch level only): ``{stage}/loss``, ``{stage}/uar``, ``{stage}/war`` and ``{stage}/recall/<class>``;
-    ``train/loss_step`` per step. ``val_history`` keeps every epoch's val metrics and is saved in checkpoints.
+    ``train/loss_step`` per step. ``val_history`` keeps every epoch's val metrics and is saved in checkpoints, as
+    are the training epoch's partial sums (confusion matrix, loss mean, batch counts), so an epoch resumed from a
+    mid-epoch or epoch-end checkpoint logs the same ``train/*`` values as an uninterrupted one.
 
     Raises:
         FloatingPointError: a non-finite training loss (message names epoch, global step and batch index), unless
-            ``skip_nonfinite_loss``.
+            ``skip_nonfinite_loss``; with it, an epoch whose every batch was skipped.
     """
 
     def __init__(
@@ -81,12 +85,16 @@ class RecognitionTask(pl.LightningModule):
         self.skipped_nonfinite = 0  # training batches skipped for a non-finite loss (saved in checkpoints)
         self._drop_optimizer_step = False
         self.train_metrics = RecognitionMetrics(len(self.class_names))
+        self.train_loss = MeanMetric()  # epoch mean of the training loss (saved in checkpoints, unlike self.log's)
+        self._epoch_batches = 0  # training batches of this epoch, and how many of them were skipped (non-finite)
+        self._epoch_skipped = 0
         self.val_metrics = RecognitionMetrics(len(self.class_names))
         self.test_metrics = RecognitionMetrics(len(self.class_names))
         self.val_history: list[dict[str, float]] = []
         self.test_tag = "test"  # set to test_best / test_last by the entry point before each test run
         self.last_test: dict[str, Any] = {}
         self.fertrain_config: dict | None = None  # resolved run config, saved in checkpoints for predict
+        self.fertrain_meta: dict | None = None  # {"version", "model_class", "config_hash"}, saved in checkpoints
 
     # ---------------------------------------------------------------- steps
     def setup(self, stage: str) -> None:
@@ -97,7 +105,7 @@ class RecognitionTask(pl.LightningModule):
         across processes, and increments lost when two ranks add at the same moment). ``reset()`` replaces each
         state with a fresh private tensor. Harmless for one process and for the ``ddp`` launcher.
         """
-        for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
+        for metrics in (self.train_metrics, self.val_metrics, self.test_metrics, self.train_loss):
             metrics.reset()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
@@ -125,9 +133,11 @@ class RecognitionTask(pl.LightningModule):
         if stage == "train" and not torch.isfinite(loss):
             return loss  # training_step stops or skips: keep the batch out of the epoch metrics
         self._metrics(stage).update(logits.detach(), batch["label"])
-        # under DDP this is the mean of per-rank means (UAR/WAR are exact: summed confusion matrices)
-        self.log(f"{self._tag(stage)}/loss", loss, on_step=False, on_epoch=True,
-                 batch_size=batch["label"].shape[0], sync_dist=stage != "train")
+        if stage == "train":  # logged at the epoch end; its sums are saved in checkpoints (exact after a resume)
+            self.train_loss.update(loss.detach(), weight=batch["label"].shape[0])
+        else:  # under DDP this is the mean of per-rank means (UAR/WAR are exact: summed confusion matrices)
+            self.log(f"{self._tag(stage)}/loss", loss, on_step=False, on_epoch=True,
+                     batch_size=batch["label"].shape[0], sync_dist=True)
         return loss
 
     def _metrics(self, stage: str) -> RecognitionMetrics:
@@ -139,10 +149,12 @@ class RecognitionTask(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         bad = not torch.isfinite(loss)
+        self._epoch_batches += 1
         if self.skip_nonfinite_loss:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)  # one decision for all DDP ranks
             if bad:
                 self.skipped_nonfinite += 1
+                self._epoch_skipped += 1
                 self._drop_optimizer_step = True
                 log.warning("skipping the optimiser step of batch %d, epoch %d (global step %d): non-finite "
                             "training loss (this process: %s); %d skipped so far", batch_idx, self.current_epoch,
@@ -186,7 +198,23 @@ class RecognitionTask(pl.LightningModule):
         self.log_dict(scalars)
         return out
 
+    def on_train_epoch_start(self) -> None:  # not called when Lightning resumes in the middle of an epoch
+        self._epoch_batches = self._epoch_skipped = 0
+
     def on_train_epoch_end(self) -> None:
+        if self._epoch_batches and self._epoch_skipped == self._epoch_batches:
+            raise FloatingPointError(
+                f"every training batch of epoch {self.current_epoch} ({self._epoch_batches} batches, up to global "
+                f"step {self.global_step}) had a non-finite loss and was skipped (task.skip_nonfinite_loss=true): "
+                "the epoch trained nothing. Lower the learning rate, check the inputs, or use precision=32")
+        if self.train_loss.weight.sum() > 0:
+            self.log("train/loss", self.train_loss.compute())
+        self.train_loss.reset()
+        if self.train_metrics.confmat.confmat.sum() == 0:  # no batch in this process's epoch (nothing to log)
+            log.info("epoch %d: no training batch was evaluated in this process; train/uar not logged",
+                     self.current_epoch)
+            self.train_metrics.reset()
+            return
         self._epoch_end("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -233,9 +261,33 @@ class RecognitionTask(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fertrain_val_history"] = list(self.val_history)
         checkpoint["fertrain_skipped_nonfinite"] = self.skipped_nonfinite
+        checkpoint["fertrain_train_epoch"] = {
+            "batches": self._epoch_batches, "skipped": self._epoch_skipped,
+            "confmat": _metric_state(self.train_metrics.confmat), "loss": _metric_state(self.train_loss)}
         if self.fertrain_config is not None:
             checkpoint["fertrain_config"] = self.fertrain_config
+        if self.fertrain_meta is not None:
+            checkpoint["fertrain"] = self.fertrain_meta
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_history = list(checkpoint.get("fertrain_val_history", []))
         self.skipped_nonfinite = int(checkpoint.get("fertrain_skipped_nonfinite", 0))
+        epoch = checkpoint.get("fertrain_train_epoch")
+        if epoch:  # the partial sums of the epoch the checkpoint was written in (see the class docstring)
+            self._epoch_batches, self._epoch_skipped = int(epoch["batches"]), int(epoch["skipped"])
+            _load_metric_state(self.train_metrics.confmat, epoch["confmat"])
+            _load_metric_state(self.train_loss, epoch["loss"])
+
+
+def _metric_state(metric) -> dict[str, Any]:
+    """A torchmetrics Metric's accumulated states (tensors, cloned to CPU) and update count."""
+    return {"state": {k: v.detach().cpu().clone() for k, v in metric.metric_state.items()},
+            "updates": int(metric._update_count)}
+
+
+def _load_metric_state(metric, saved: dict[str, Any]) -> None:
+    for name, value in saved["state"].items():
+        current = getattr(metric, name)
+        setattr(metric, name, value.to(current.device, current.dtype))
+    metric._update_count = int(saved["updates"])
+    metric._computed = None

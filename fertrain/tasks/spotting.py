@@ -189,6 +189,7 @@ class SpottingTask(pl.LightningModule):
         self.test_tag = "test"
         self.last_test: dict[str, Any] = {}
         self.fertrain_config: dict | None = None
+        self.fertrain_meta: dict | None = None  # {"version", "model_class", "config_hash"}, saved in checkpoints
 
     @staticmethod
     def _check_metric(cfg: dict[str, Any], iou_threshold: float | None, one_to_one: bool | None) -> dict[str, Any]:
@@ -448,6 +449,8 @@ class SpottingTask(pl.LightningModule):
         checkpoint["fertrain_val_history"] = list(self.val_history)
         if self.fertrain_config is not None:
             checkpoint["fertrain_config"] = self.fertrain_config
+        if self.fertrain_meta is not None:
+            checkpoint["fertrain"] = self.fertrain_meta
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_history = list(checkpoint.get("fertrain_val_history", []))

@@ -18,6 +18,7 @@ from fertrain.data.datasets.rafdb import RAFDB, make_miniature_rafdb
 from fertrain.data.images import crop_box, parse_fer2013_pixels, read_image
 from fertrain.data.readers import read_frames
 from fertrain.data.records import ClipRecord, DatasetError
+from fertrain.data.resumable import EpochSampler
 from fertrain.data.samplers import UniformSampler
 from fertrain.losses.soft_target import SoftTargetLoss
 from fertrain.models.baselines import ResNet18Image
@@ -207,9 +208,12 @@ def test_class_balanced_sampler_draws_classes_equally(tmp_path: Path) -> None:
                         batch_size=7, class_balanced=True)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, torch.utils.data.WeightedRandomSampler)
-    torch.manual_seed(0)
-    labels = torch.tensor([dm.datasets["train"].records[i].label for _ in range(100) for i in loader.sampler])
+    assert isinstance(loader.sampler, EpochSampler) and loader.sampler.weights is not None  # seeded per epoch
+    labels = []
+    for epoch in range(100):
+        loader.sampler.set_epoch(epoch)
+        labels += [dm.datasets["train"].records[i].label for i in loader.sampler]
+    labels = torch.tensor(labels)
     share = torch.bincount(labels, minlength=7).float() / len(labels)
     assert share[0] < 0.2 and share.min() > 0.09  # ~1/7 each instead of 15/21 Neutral
 
