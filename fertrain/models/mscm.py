@@ -53,13 +53,14 @@ clip changes its logits, which is what lets it tell an expression's onset from i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fertrain.models.backbones import ResNet18Trunk, load_pretrained
+from fertrain.models.backbones import ResNet18Trunk, init_pretrained
 
 DEFAULT_SCALES: tuple[tuple[int, int], ...] = ((1, 1), (2, 2), (2, 4))
 
@@ -311,12 +312,24 @@ class MSCM(nn.Module):
         motion_shortcut: concatenate the normalised motion descriptor (``MultiScaleCorrelation``) to the clip
             embedding; ``num_features`` = 512 + ``sum_s (2 r_s + 1)^2 // 2`` (540 for the default scales), else 512.
         dropout: dropout probability before the linear head.
-        pretrained_path: local torchvision ResNet-18 ``state_dict`` file loaded into the backbone; None = random init.
+        weights: a weights entry (``conf/weights``, the config's ``weights`` node) for the ResNet-18 backbone;
+            None = random init.
+        pretrained_path: Python API: a local ResNet-18 weights file loaded strictly into the backbone (not with
+            ``weights``).
+
+    Attributes:
+        weights_report: what the pretrained load did (loaded/total tensors, file, sha256), or None.
 
     Raises:
         ValueError: ``corr_stage`` not in (1, 2); unknown ``temporal_pool``; bad scales.
-        FileNotFoundError: ``pretrained_path`` does not exist.
+        fertrain.weights.WeightsError: the weights cannot be loaded completely (see ``init_pretrained``).
     """
+
+    backbone_arch = "resnet18"  # what pretrained weights must hold (fertrain.weights.ARCHS)
+
+    def pretrained_target(self) -> nn.Module:
+        """The module pretrained weights load into: the ResNet-18 trunk."""
+        return self.backbone
 
     def __init__(
         self,
@@ -327,6 +340,7 @@ class MSCM(nn.Module):
         temporal_pool: str = "mean",
         motion_shortcut: bool = True,
         dropout: float = 0.5,
+        weights: Mapping[str, Any] | None = None,
         pretrained_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -338,8 +352,7 @@ class MSCM(nn.Module):
         self.corr_stage = corr_stage
         self.temporal_pool = temporal_pool
         self.backbone = ResNet18Trunk()
-        if pretrained_path is not None:
-            load_pretrained(self.backbone, pretrained_path)
+        self.weights_report = init_pretrained("MSCM.backbone", self.backbone, "resnet18", weights, pretrained_path)
         stage_channels = self.backbone.stage_channels[corr_stage]
         motion_channels = motion_channels or stage_channels
         self.correlation = MultiScaleCorrelation(scales, motion_channels)
