@@ -35,8 +35,9 @@ Official recipe (``main.py``): Adam, lr 1e-4, weight decay 1e-4, 10-step linear 
 OURS (where this module departs from or adds to the official code):
 - All ``B * num_clips * frames_per_clip`` frames go through the ResNet in one batch and the attention runs
   batched over ``B * num_clips`` clips (the official code loops over clips and frames; same arithmetic).
-- Backbone: torchvision's ResNet-18 (``ResNet18Trunk``) with torchvision's initialisation; random init unless
-  ``pretrained_path`` names local weights (the authors start from a face-pretrained ResNet-18).
+- Backbone: torchvision's ResNet-18 (``ResNet18Trunk``) with torchvision's initialisation; random init unless a
+  weights entry is given (the official code starts from the ResNet-18 of ``main.py``'s ``--parameterDir``:
+  ``weights=ceflnet_resnet18``, used by ``+experiment=dfew_ceflnet_official``; input in [0, 1]).
 - The official forward also returns the argmax of the activation map (the key clip); here
   ``forward_with_activation`` returns the whole map, and ``forward`` returns logits only (the model contract).
 - ``num_clips``/``frames_per_clip`` are arguments (7 / 5 by default); any T other than their product raises.

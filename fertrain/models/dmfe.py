@@ -8,7 +8,7 @@ self-attention extracts and compresses the prominent features; a center cosine l
 the classes compact and apart (``fertrain.losses.center_cosine.CenterCosineLoss``).
 
 Everything below is OURS:
-- Backbone: torchvision ResNet-18 (``ResNet18Trunk``), random init unless ``pretrained_path`` names local weights.
+- Backbone: torchvision ResNet-18 (``ResNet18Trunk``), random init unless a weights entry is given (``weights=``).
 - Multiscale taps (``tap_stages``): the outputs of ``layer2`` (128 channels, stride 8: part shapes, the
   "shallow geometric" features), ``layer3`` (256, stride 16) and ``layer4`` (512, stride 32: "deep semantic").
 - Channel-wise self-attention per tap, after the channel attention module of DANet (Fu et al., "Dual Attention

@@ -15,7 +15,8 @@ adaptive fusion follows Selective Kernel networks (Li et al., CVPR 2019, Sec. 3.
 branches from pooled features).
 
 OURS, choice by choice:
-- Backbone: torchvision ResNet-18, per frame (2D), random init unless ``pretrained_path`` names local weights.
+- Backbone: torchvision ResNet-18, per frame (2D), random init unless a weights entry is given (``weights=``, e.g.
+  ``imagenet_resnet18``; loaded strictly, see ``fertrain.weights``); the paper's initialisation is not public.
 - Tap point (``corr_stage``): correlation on the output of ``layer1`` (stride 4) by default, ``layer2`` (stride 8)
   as the option: stride 4 keeps motions of 1-2 pixels at 64x64 input visible.
 - Correlation: cosine similarity (dot product of channel-L2-normalised feature vectors, range [-1, 1]) between
@@ -33,8 +34,8 @@ OURS, choice by choice:
 - Combination with appearance: the fused motion map goes through a 1x1 conv + BN to the tapped stage's channels
   and is ADDED to the appearance features of frame t+1 (as MotionSqueeze does); frame 0 has no predecessor and
   gets zeros. The sum then runs through the remaining ResNet stages.
-- Motion descriptor shortcut (``motion_shortcut``, on by default): the spatial mean of each scale's antisymmetric
-  cost volume, a vector of ``sum_s K_s // 2`` numbers per frame pair that is exactly 0 for identical frames and
+- Motion descriptor shortcut (``motion_shortcut``, on by default; with/without ablation on ``synthetic_motion`` in
+  ``docs/methods.md``): the spatial mean of each scale's antisymmetric cost volume, a vector of ``sum_s K_s // 2`` numbers per frame pair that is exactly 0 for identical frames and
   flips sign under time reversal (a histogram of net motion per displacement). BatchNorm1d (per pair), mean over
   pairs, then concatenated to the clip embedding. Reason: through the deep appearance path alone, a randomly
   initialised MSCM did not learn 1-2 pixel up/down motion on our toy clips (moving square, 64x64, T=8, 4

@@ -457,7 +457,7 @@ def load_state(spec: WeightsSpec) -> tuple[dict[str, torch.Tensor], str, str, st
 
 
 def _missing_file_message(spec: WeightsSpec, path: Path | None) -> str:
-    where = f"{path} does not exist" if path else "weights.path is not set"
+    where = f"{path.absolute()} does not exist" if path else "weights.path is not set"
     get = (f"download {spec.file_name or 'the file'} from {spec.url} (the publisher's page) and pass "
            f"weights.path=/where/it/is/{spec.file_name or '<file>'}") if spec.url else "pass weights.path=<file>"
     return (f"weights {spec.name!r}: {where}. fertrain never downloads this file: {get} "
