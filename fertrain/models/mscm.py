@@ -35,13 +35,13 @@ OURS, choice by choice:
   and is ADDED to the appearance features of frame t+1 (as MotionSqueeze does); frame 0 has no predecessor and
   gets zeros. The sum then runs through the remaining ResNet stages.
 - Motion descriptor shortcut (``motion_shortcut``, on by default; with/without ablation on ``synthetic_motion`` in
-  ``docs/methods.md``): the spatial mean of each scale's antisymmetric cost volume, a vector of ``sum_s K_s // 2`` numbers per frame pair that is exactly 0 for identical frames and
-  flips sign under time reversal (a histogram of net motion per displacement). BatchNorm1d (per pair), mean over
-  pairs, then concatenated to the clip embedding. Reason: through the deep appearance path alone, a randomly
-  initialised MSCM did not learn 1-2 pixel up/down motion on our toy clips (moving square, 64x64, T=8, 4
-  classes up/down x subtle/large; Adam 1e-3, batch 16: val UAR 0.28 after 150 steps); with this direct path it
-  reached 0.67 after 150 and 0.81 after 300 steps (one-cycle schedule), the frame-mean baseline 0.27.
-  ``num_features`` = 512 + descriptor size.
+  ``docs/methods.md``): the spatial mean of each scale's antisymmetric cost volume, a vector of ``sum_s K_s // 2``
+  numbers per frame pair that is exactly 0 for identical frames and flips sign under time reversal (a histogram of
+  net motion per displacement). BatchNorm1d (per pair), mean over pairs, then concatenated to the clip embedding.
+  Reason: through the deep appearance path alone, a randomly initialised MSCM did not learn 1-2 pixel up/down motion
+  on our toy clips (moving square, 64x64, T=8, 4 classes up/down x subtle/large; Adam 1e-3, batch 16: val UAR 0.28
+  after 150 steps); with this direct path it reached 0.67 after 150 and 0.81 after 300 steps (one-cycle schedule),
+  the frame-mean baseline 0.27. ``num_features`` = 512 + descriptor size.
 - Head: global average pool per frame -> temporal pooling -> dropout -> linear. Temporal pooling ``"mean"``
   (default: mean over frames) or ``"conv"`` (a residual Conv1d(k=3)-BN-ReLU over time, then the mean).
 - T == 1 (a single image): there is no frame pair; the motion branch contributes zeros and the model is the
