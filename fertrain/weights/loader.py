@@ -369,6 +369,7 @@ def _problem(r: LoadReport, state: Mapping[str, torch.Tensor], full: Mapping[str
     arch = guess_arch(list(state))
     arch_hint = f" Its keys look like {arch}, not {r.target}." if arch else ""
     shapes = {k: tuple(v.shape) for k, v in state.items()}
+    r_targets = {k: tuple(v.shape) for k, v in full.items() if not k.endswith(COUNTER_SUFFIX)}
     unused_items = [(k, shapes[mapping.prefix + k]) for k in r.unused if not k.endswith(COUNTER_SUFFIX)]
     missing_items = [(k, tuple(full[k].shape)) for k in r.missing if k not in set(r.allowed_missing)]
     pairs = rename_hint(unused_items, missing_items)
@@ -387,14 +388,13 @@ def _problem(r: LoadReport, state: Mapping[str, torch.Tensor], full: Mapping[str
                     f"map them with {_rename_text(pairs)}")
         elif whole_text:
             hint = whole_text
-        fixes = []
+        fixes = [hint] if hint else []
         if spec.prefix is not None:
             auto = map_keys(_shapes(state), _shapes(full), None, spec.rename)
-            if len(auto.pairs) > 0:
-                fixes.append(f"weights.prefix={spec.prefix!r} matches nothing, while {auto.prefix!r} matches "
-                             f"{len(auto.pairs)} keys: set weights.prefix={auto.prefix!r} (or null to detect it)")
-        if hint:
-            fixes.append(hint)
+            fit = sum(1 for t, k in auto.pairs.items() if t in r_targets and tuple(state[k].shape) == r_targets[t])
+            if fit >= r.total / 2:  # a detected prefix that really fits most of the backbone
+                fixes.insert(0, f"weights.prefix={spec.prefix!r} matches nothing, while {auto.prefix!r} fits {fit} of "
+                                f"{r.total} tensors: set weights.prefix={auto.prefix!r} (or null to detect it)")
         if not fixes:
             fixes.append("if the backbone's tensors are stored under other names, map them with "
                          "weights.rename={'<file prefix>.': '<backbone prefix>.'} (backbone keys: "
