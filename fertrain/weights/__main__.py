@@ -5,12 +5,12 @@ Usage::
     python -m fertrain.weights inspect FILE                      # format, key prefixes, tensor count, sha256
     python -m fertrain.weights inspect FILE --model mscm         # + a dry run of loading it into MSCM's backbone
     python -m fertrain.weights inspect FILE --model ceflnet --entry emotion_fan_ferplus_resnet18
-    python -m fertrain.weights inspect FILE --model mscm --prefix encoder. --rename features.0.=conv1.
+    python -m fertrain.weights inspect FILE --model mscm --prefix encoder. --rename stage1.:layer1.
     python -m fertrain.weights list                              # conf/weights/*.yaml
 
 ``--model`` names a ``conf/model/<name>.yaml``; the model is built with random weights and 7 classes, and the
 file is mapped onto the module it loads pretrained weights into (its backbone) exactly as training would map it
-(``--entry`` takes the key rules of a weights entry; ``--prefix/--rename/--ignore/--allow-missing`` set them).
+(``--entry`` takes the key rules of a weights entry; ``--prefix/--rename OLD:NEW/--ignore/--allow-missing`` set them).
 Exit status: 0 (the load would succeed, or no ``--model``), 1 (it would fail: the reason is printed once as
 ``fertrain.weights: error: ...``), 2 (usage: no such file, model or entry).
 """
@@ -55,7 +55,7 @@ def build_model(name: str):
 
 
 def _spec(args: argparse.Namespace):
-    from fertrain.weights.spec import WeightsError, WeightsSpec, generic_spec, known_entries
+    from fertrain.weights.spec import WeightsError, WeightsSpec, generic_spec, known_entries, parse_rename
 
     rules: dict = {}
     if args.entry:
@@ -67,17 +67,15 @@ def _spec(args: argparse.Namespace):
                  if k in raw and raw[k] is not None}
     spec = generic_spec(args.file, **{k: v for k, v in rules.items() if k not in ("rename",)})
     if "rename" in rules:
-        spec = dataclasses.replace(spec, rename=tuple((str(a), str(b)) for a, b in dict(rules["rename"]).items()))
+        spec = dataclasses.replace(spec, rename=parse_rename(rules["rename"], args.entry))
     if args.prefix is not None:
         spec = dataclasses.replace(spec, prefix=None if args.prefix.lower() in ("auto", "null") else args.prefix)
     if args.rename:
-        pairs = []
-        for item in args.rename:
-            if "=" not in item:
-                raise UsageError(f"--rename {item}: expected OLD=NEW, e.g. features.0.=conv1.")
-            old, new = item.split("=", 1)
-            pairs.append((old, new))
-        spec = dataclasses.replace(spec, rename=spec.rename + tuple(pairs))
+        try:
+            pairs = parse_rename(args.rename, "--rename")
+        except WeightsError as err:
+            raise UsageError(str(err)) from None
+        spec = dataclasses.replace(spec, rename=spec.rename + pairs)
     if args.ignore:
         spec = dataclasses.replace(spec, ignore=spec.ignore + tuple(args.ignore))
     if args.allow_missing:
@@ -158,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", help="a conf/model name (mscm, ceflnet, dmfe, frame_mean, resnet18_image, r3d18, ...)")
     p.add_argument("--entry", help="take the key rules of this conf/weights entry")
     p.add_argument("--prefix", help="prefix to strip (default: detected; 'auto' to detect)")
-    p.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename a key prefix (repeatable)")
+    p.add_argument("--rename", action="append", metavar="OLD:NEW", help="rename a key prefix (repeatable)")
     p.add_argument("--ignore", action="append", metavar="PATTERN", help="file keys with no place (repeatable)")
     p.add_argument("--allow-missing", action="append", metavar="PATTERN", help="tensors allowed to stay random")
     p.add_argument("--unsafe-pickle", action="store_true", help="torch.load(weights_only=False): trusted files only")

@@ -257,8 +257,8 @@ def rename_hint(file_items: Sequence[tuple[str, tuple[int, ...]]],
 
 
 def _rename_text(pairs: list[tuple[str, str]]) -> str:
-    shown = ", ".join(f"'{a}': '{b}'" for a, b in pairs[:6])
-    return f"weights.rename={{{shown}{', ...' if len(pairs) > 6 else ''}}}"
+    shown = ",".join(f"{a}:{b}" for a, b in pairs[:8])
+    return f"weights.rename=[{shown}{',...' if len(pairs) > 8 else ''}]"
 
 
 def prefix_rename_hint(file_shapes: Mapping[str, Sequence[int]], target_shapes: Mapping[str, Sequence[int]],
@@ -397,7 +397,7 @@ def _problem(r: LoadReport, state: Mapping[str, torch.Tensor], full: Mapping[str
                                 f"{r.total} tensors: set weights.prefix={auto.prefix!r} (or null to detect it)")
         if not fixes:
             fixes.append("if the backbone's tensors are stored under other names, map them with "
-                         "weights.rename={'<file prefix>.': '<backbone prefix>.'} (backbone keys: "
+                         "weights.rename=[<file prefix>.:<backbone prefix>.] (backbone keys: "
                          f"{', '.join(list(full)[:3])}, ...); weights.prefix=<prefix> strips a wrapper prefix")
         return (f"{head}no key matches {r.target} (0 of {r.total} tensors) with rule [{r.rule}]. {found}{arch_hint} "
                 f"Fix: {'; '.join(fixes)}.")
@@ -411,7 +411,7 @@ def _problem(r: LoadReport, state: Mapping[str, torch.Tensor], full: Mapping[str
             rename = whole_text
         else:
             rename = ("if they are in the file under other names, map them with "
-                      "weights.rename={'<file prefix>.': '<backbone prefix>.'}")
+                      "weights.rename=[<file prefix>.:<backbone prefix>.]")
         return (f"{head}loaded only {r.loaded} of {r.total} tensors of {r.target} with rule [{r.rule}] "
                 f"({r.coverage:.0%}); {len(bad_missing)} would stay random (first: "
                 f"{', '.join(bad_missing[:_MAX_LISTED])}). {found}{arch_hint} Fix: {rename}; if they may stay "

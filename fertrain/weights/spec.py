@@ -23,7 +23,7 @@ Fields (``conf/weights/README`` in ``docs/weights.md`` has the table):
   check the hash prefix torchvision puts in its file names (``torch.hub`` semantics).
 - ``key_format``: how the file stores its tensors (documentation; the loader detects the format itself).
 - Key mapping: ``prefix`` (the prefix to strip, e.g. ``module.``; ``null`` = detect the prefix that matches
-  most of the backbone), ``rename`` (``{old_prefix: new_prefix}`` applied after the strip), ``ignore`` (file keys
+  most of the backbone), ``rename`` (``[old_prefix:new_prefix, ...]`` applied after the strip), ``ignore`` (file keys
   expected to have no place in the backbone, e.g. a classifier ``fc.``; any other unused key under the prefix is
   an error), ``allow_missing`` (backbone tensors allowed to stay random; without them coverage must be 100%).
   Patterns: a name ending in ``.`` is a prefix, anything else an ``fnmatch`` pattern (``layer4.*``) or exact name.
@@ -77,6 +77,30 @@ def _strings(value: Any, key: str, name: str) -> tuple[str, ...]:
     if not isinstance(value, Sequence) and not hasattr(value, "__iter__"):
         raise WeightsError(f"weights entry {name!r}: {key} must be a list of key patterns, got {value!r}")
     return tuple(str(v) for v in value)
+
+
+def parse_rename(value: Any, name: str = "?") -> tuple[tuple[str, str], ...]:
+    """``rename`` as ``((old, new), ...)`` from a list of ``"old:new"`` strings (the command-line form,
+    ``weights.rename=[stage1.:layer1.,stem_conv.:conv1.]``), a list of ``[old, new]`` pairs, or a mapping.
+
+    Raises:
+        WeightsError: another form (message shows the expected one).
+    """
+    if not value:
+        return ()
+    if isinstance(value, Mapping):
+        return tuple((str(k), str(v)) for k, v in value.items())
+    out = []
+    for item in value:
+        if isinstance(item, str) and item.count(":") == 1:
+            old, new = item.split(":")
+        elif not isinstance(item, str) and len(item) == 2:
+            old, new = item
+        else:
+            raise WeightsError(f"weights entry {name!r}: rename takes 'old_prefix:new_prefix' items, e.g. "
+                               f"weights.rename=[stage1.:layer1.,stem_conv.:conv1.]; got {item!r}")
+        out.append((str(old), str(new)))
+    return tuple(out)
 
 
 def matches(key: str, patterns: Sequence[str]) -> bool:
@@ -156,14 +180,10 @@ class WeightsSpec:
                                "e.g. ResNet18_Weights.IMAGENET1K_V1")
         if source == "timm" and not data.get("timm"):
             raise WeightsError(f"weights entry {name!r}: source timm needs `timm: <model name>`, e.g. resnet18.a1_in1k")
-        rename = data.get("rename") or {}
-        if not isinstance(rename, Mapping):
-            raise WeightsError(f"weights entry {name!r}: rename must map old key prefixes to new ones, e.g. "
-                               f"{{'features.0.': 'conv1.'}}; got {rename!r}")
         spec = dict(data)
         spec.update(
             name=name, source=source, arch=arch,
-            rename=tuple((str(k), str(v)) for k, v in rename.items()),
+            rename=parse_rename(data.get("rename"), name),
             ignore=_strings(data.get("ignore"), "ignore", name),
             allow_missing=_strings(data.get("allow_missing"), "allow_missing", name),
         )
