@@ -14,7 +14,6 @@ prefixes found and the setting that fixes it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from torch import nn
 
 from fertrain.weights import LoadReport, WeightsError, WeightsSpec, generic_spec, load_into
 
-log = logging.getLogger(__name__)
 
 # Channels of the trunk's output after stage i: 0 = stem (conv1, bn1, relu, maxpool), 1..4 = layer1..layer4.
 RESNET18_STAGE_CHANNELS: tuple[int, ...] = (64, 64, 128, 256, 512)

@@ -21,7 +21,7 @@ from fertrain.models import MSCM, R3D18, FrameMeanResNet18, R2Plus1D18, ResNet18
 from fertrain.models.ceflnet import CEFLNet
 from fertrain.models.dmfe import DMFE
 from fertrain.models.fesnet import FESNet
-from fertrain.weights import WeightsError, WeightsSpec, generic_spec, known_entries, load_into
+from fertrain.weights import WeightsError, WeightsSpec, generic_spec, known_entries
 from fertrain.weights.__main__ import main as weights_cli
 from tests.helpers import compose_config
 from tests.models.checkpoints import RESNET18_FORMATS, resnet18_source, trunk_of, write_checkpoint
