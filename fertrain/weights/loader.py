@@ -364,6 +364,8 @@ def plan_load(state: Mapping[str, torch.Tensor], module: nn.Module, spec: Weight
 def _problem(r: LoadReport, state: Mapping[str, torch.Tensor], full: Mapping[str, torch.Tensor], spec: WeightsSpec,
              mapping: KeyMapping) -> str | None:
     """The error message for a planned load, or None. Names the file, the prefixes found and the fix."""
+    if not r.shape_mismatches and r.loaded and not r.unused and set(r.missing) <= set(r.allowed_missing):
+        return None  # a complete load (the hints below are computed only for errors)
     head = f"{r.file}: "
     found = f"Key prefixes found in the file ({r.file_keys} keys): {r.prefixes}."
     arch = guess_arch(list(state))
