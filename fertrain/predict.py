@@ -63,7 +63,8 @@ def load_run(ckpt: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, di
         raise UsageError(f"ckpt={ckpt}: no 'fertrain_config' entry; expected a checkpoint written by "
                          f"`python -m fertrain`")
     cfg = state["fertrain_config"]
-    net = instantiate(OmegaConf.create(cfg["model"]))
+    # the checkpoint holds every weight: no pretrained initialisation (its file need not exist here)
+    net = instantiate(OmegaConf.create({k: v for k, v in cfg["model"].items() if k != "weights"}))
     weights = {k[len("net."):]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(weights)
     return net.to(device).eval(), cfg

@@ -1,4 +1,5 @@
-"""Print a Markdown table of every model's size and cost: parameters, GFLOPs per clip, CPU train-step time.
+"""Print a Markdown table of every model's size and cost: parameters, GFLOPs per clip, CPU train-step time, and
+the pretrained weights each experiment of the model expects with their input normalisation.
 
 Usage:
     python scripts/model_card.py [--frames 8] [--size 112] [--batch 2] [--repeats 3] [--num-classes 7]
@@ -13,6 +14,11 @@ GFLOPs: forward pass of one clip ``(1, T, 3, size, size)`` counted by ``torch.ut
 see ``fertrain.models.complexity``). Time: forward + backward of a random batch ``(batch, T, 3, size, size)`` in
 train mode on this machine's CPU with torch's default thread count, median of ``--repeats`` runs after one
 warm-up, divided by the batch size (milliseconds per clip).
+
+Weights: every ``conf/experiment/*.yaml`` is composed (as ``python -m fertrain +experiment=NAME`` would) and grouped
+by its model; the column lists each weights entry (``conf/weights``, ``none`` = random init) with the normalisation
+the datamodule then applies (``data.datamodule.mean/std``; ``[0, 1]`` when mean 0 and std 1) and the experiments
+that use it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fertrain.models import MSCM, R3D18, FrameMeanResNet18
+from fertrain.models import MSCM, R3D18, FrameMeanResNet18, R2Plus1D18
 from fertrain.models.baselines import ResNet18Image
 from fertrain.models.ceflnet import CEFLNet
 from fertrain.models.complexity import count_parameters, gflops_per_clip
@@ -37,6 +43,7 @@ MODELS: dict[str, tuple[Callable[[int], nn.Module], tuple[int, int] | None]] = {
     "MSCM (ResNet-18, corr. after layer1)": (lambda n: MSCM(num_classes=n), None),
     "FrameMeanResNet18": (lambda n: FrameMeanResNet18(num_classes=n), None),
     "R3D18": (lambda n: R3D18(num_classes=n), None),
+    "R2Plus1D18": (lambda n: R2Plus1D18(num_classes=n), None),
     "CEFLNet (7 clips x 5 frames)": (lambda n: CEFLNet(num_classes=n), (35, 112)),
     "DMFE (image)": (lambda n: DMFE(num_classes=n), (1, 112)),
     "ResNet18Image (image)": (lambda n: ResNet18Image(num_classes=n), (1, 112)),
@@ -60,6 +67,35 @@ def train_step_ms_per_clip(model: nn.Module, batch: int, clip_shape: tuple[int, 
     return 1000 * statistics.median(times) / batch
 
 
+def _norm(mean: list[float], std: list[float]) -> str:
+    if all(m == 0 for m in mean) and all(v == 1 for v in std):
+        return "input in [0, 1]: mean 0, std 1"
+    if [round(m, 3) for m in mean] == [0.485, 0.456, 0.406] and [round(v, 3) for v in std] == [0.229, 0.224, 0.225]:
+        return "ImageNet mean/std"
+    return f"mean {mean}, std {std}"
+
+
+def experiment_weights() -> dict[str, str]:
+    """Model class name -> "entry (normalisation): experiments; ..." over every experiment config."""
+    from collections import defaultdict
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from fertrain.config import config_dir
+
+    uses: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        for path in sorted((config_dir() / "experiment").glob("*.yaml")):
+            cfg = compose("train", overrides=[f"+experiment={path.stem}", "paths.output_dir=unused"])
+            mean, std = (OmegaConf.to_container(cfg.data.datamodule[k], resolve=True) for k in ("mean", "std"))
+            name = "none = random init" if cfg.weights.name == "none" else cfg.weights.name
+            entry = f"{name} ({_norm(mean, std)})"
+            uses[str(cfg.model._target_).rsplit(".", 1)[1]][entry].append(path.stem)
+    return {model: "; ".join(f"{e}: {', '.join(exps)}" for e, exps in by_entry.items())
+            for model, by_entry in uses.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8, help="frames per clip T (default 8)")
@@ -72,8 +108,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"Input: T={args.frames} frames at {args.size}x{args.size}; time = forward+backward, batch {args.batch}, "
           f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    print("| model | input T x size | params (M) | GFLOPs / clip | train ms / clip (CPU) |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    weights = experiment_weights()
+    print("| model | input T x size | params (M) | GFLOPs / clip | train ms / clip (CPU) | weights expected "
+          "(normalisation): experiments |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
     for name, (build, own) in MODELS.items():
         torch.manual_seed(0)
         model = build(args.num_classes)
@@ -81,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         params = count_parameters(model) / 1e6
         gflops = gflops_per_clip(model, shape)
         ms = train_step_ms_per_clip(model, args.batch, shape, args.repeats)
-        print(f"| {name} | {shape[0]} x {shape[2]} | {params:.2f} | {gflops:.2f} | {ms:.0f} |", flush=True)
+        used = weights.get(type(model).__name__, "no experiment (weights=<entry> with a matching arch)")
+        print(f"| {name} | {shape[0]} x {shape[2]} | {params:.2f} | {gflops:.2f} | {ms:.0f} | {used} |", flush=True)
 
 
 if __name__ == "__main__":

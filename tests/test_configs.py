@@ -58,6 +58,10 @@ def test_experiment_composes_and_instantiates(name: str, tmp_path: Path) -> None
     assert cfg.data.num_classes == len(cfg.data.class_names) == cfg.model.num_classes
     if cfg.data.name == "dfew":
         assert Path(cfg.data.root) == dfew
+    if cfg.weights.source == "file":  # e.g. dfew_ceflnet_official: its weights file, written from a random ResNet-18
+        from tests.models.checkpoints import resnet18_source, write_checkpoint
+
+        cfg.weights.path = str(write_checkpoint("ceflnet", resnet18_source(), tmp_path / "weights.pth.tar"))
     model = instantiate(cfg.model)
     clip_len = instantiate(cfg.data.datamodule.sampler).clip_len  # e.g. CEFLNet needs its sampler's T
     x = torch.randn(2, clip_len, 3, 48, 48)

@@ -6,20 +6,24 @@ so that a model can tap a mid-level stage (MSCM correlates the features after ``
 Submodule names are torchvision's own (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so a torchvision
 ResNet-18 ``state_dict`` loads into the trunk key for key; only its ``fc.*`` keys have no place here.
 
-``load_pretrained`` reads a LOCAL file with ``torch.load(..., weights_only=True)``: never the network, never
-pickled code.
+``init_pretrained`` is the one entry point of pretrained initialisation for every model: a weights entry
+(``conf/weights/*.yaml``, :mod:`fertrain.weights`) or, in the Python API, ``pretrained_path`` (a local file,
+``load_pretrained``). Loading is strict: 100% of the backbone's tensors, or an error naming the file, the key
+prefixes found and the setting that fixes it.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
-log = logging.getLogger(__name__)
+from fertrain.weights import LoadReport, WeightsError, WeightsSpec, generic_spec, load_into
+
 
 # Channels of the trunk's output after stage i: 0 = stem (conv1, bn1, relu, maxpool), 1..4 = layer1..layer4.
 RESNET18_STAGE_CHANNELS: tuple[int, ...] = (64, 64, 128, 256, 512)
@@ -33,8 +37,8 @@ class ResNet18Trunk(nn.Module):
     Stages: 0 = stem (``conv1`` 7x7/2, ``bn1``, ``relu``, ``maxpool`` 3x3/2), 1..4 = ``layer1`` .. ``layer4``.
     Channels and strides per stage are in ``stage_channels`` / ``stage_strides``.
 
-    Random initialisation (torchvision's ``resnet18(weights=None)``); weights come only from
-    ``load_pretrained`` with a local file.
+    Random initialisation (torchvision's ``resnet18(weights=None)``); pretrained weights come from
+    ``init_pretrained`` (a weights entry) or ``load_pretrained`` (a local file).
     """
 
     num_stages = 5
@@ -89,60 +93,61 @@ class ResNet18Trunk(nn.Module):
         return self.forward_stages(x, 0, self.num_stages - 1)
 
 
-def load_pretrained(
-    module: nn.Module,
-    path: str | Path,
-    ignore_prefixes: tuple[str, ...] = ("fc.",),
-) -> tuple[list[str], list[str]]:
-    """Load a local ``state_dict`` file into ``module`` with ``strict=False`` and report what did not match.
+def load_pretrained(module: nn.Module, path: str | Path, arch: str = "resnet18", owner: str | None = None,
+                    **rules: Any) -> LoadReport:
+    """Load a local weights file into ``module`` STRICTLY (the ``state_dict`` weights entry).
 
-    Meant for torchvision ResNet-18 weights (``torchvision.models.resnet18().state_dict()`` saved with
-    ``torch.save``) loaded into a ``ResNet18Trunk``; works for any module whose key names match the file's.
-    Keys of the file starting with one of ``ignore_prefixes`` (by default the ImageNet classifier ``fc.*``, which a
-    trunk has no place for) are dropped before loading and logged at INFO level. Every other mismatch is logged as
-    one WARNING naming the counts and the first few keys. A tensor whose shape differs from the module's
-    parameter raises (``nn.Module.load_state_dict`` does, also with ``strict=False``).
+    The file may be a plain ``state_dict``, a ``{'state_dict': ...}`` checkpoint, a Lightning checkpoint or a
+    DataParallel (``module.``) file: the key prefix is detected (see :mod:`fertrain.weights.loader`). Every tensor of
+    ``module`` must be loaded; file keys under the prefix that ``module`` has no place for must match ``ignore``
+    (default ``("fc.",)``: the classifier of torchvision's ResNets).
 
     Args:
-        module: the module to load into (modified in place).
-        path: local file saved with ``torch.save(state_dict)``; a dict of tensors. A checkpoint that wraps the
-            weights under a ``"state_dict"`` key is unwrapped.
-        ignore_prefixes: key prefixes of the file that are expected to have no place in ``module``.
+        module: the backbone to load into (modified in place).
+        path: the local file; read with ``torch.load(weights_only=True)``: never the network, never pickled code.
+        arch: the backbone's architecture (``resnet18``, ``r3d_18``, ``r2plus1d_18``).
+        owner: name of ``module`` for messages (default: its class name).
+        **rules: ``WeightsSpec`` fields, e.g. ``prefix="encoder."``, ``allow_missing=("layer4.",)``.
 
     Returns:
-        ``(missing_keys, unexpected_keys)`` after dropping ``ignore_prefixes``: keys of ``module`` the file did not
-        provide, and keys of the file ``module`` does not have.
+        The load report (loaded/total tensors, format, rule, sha256).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist (message names the path).
-        ValueError: the file does not hold a dict of tensors (message names the path and the type found).
-        RuntimeError: a tensor's shape differs from the module's (from ``load_state_dict``).
+        fertrain.weights.WeightsError: missing or unreadable file, coverage below 100%, unused keys, shape mismatch.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path} (expected a local torch.save'd state_dict)")
-    # weights_only=True: tensors and plain containers only; no pickled code runs.
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state_dict (dict of str -> tensor), found {type(state).__name__}")
-    ignored = [k for k in state if k.startswith(ignore_prefixes)]
-    state = {k: v for k, v in state.items() if k not in set(ignored)}
-    if ignored:
-        log.info("%s: ignored %d keys with prefixes %s: %s", path, len(ignored), ignore_prefixes, ignored[:5])
-    result = module.load_state_dict(state, strict=False)
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        log.warning(
-            "%s loaded into %s with strict=False: %d missing keys (first: %s), %d unexpected keys (first: %s)",
-            path,
-            type(module).__name__,
-            len(missing),
-            missing[:5],
-            len(unexpected),
-            unexpected[:5],
-        )
-    else:
-        log.info("%s: loaded %d tensors into %s, all keys matched", path, len(state), type(module).__name__)
-    return missing, unexpected
+    spec = generic_spec(path, arch=arch, **rules)
+    report = load_into(module, spec, arch=arch, owner=owner or type(module).__name__)
+    assert report is not None  # a file entry always loads or raises
+    return report
+
+
+def init_pretrained(owner: str, module: nn.Module, arch: str, weights: Mapping[str, Any] | WeightsSpec | None,
+                    pretrained_path: str | Path | None) -> dict[str, Any] | None:
+    """The pretrained initialisation every model runs in ``__init__``: ``weights`` (an entry) or ``pretrained_path``.
+
+    Args:
+        owner: e.g. ``"MSCM.backbone"`` (messages).
+        module: the backbone.
+        arch: its architecture.
+        weights: the ``weights`` config node (``conf/weights/*.yaml``) or a ``WeightsSpec``; None or the ``none``
+            entry = random initialisation.
+        pretrained_path: Python API shortcut: a local file loaded as the ``state_dict`` entry (no declared
+            normalisation). Not combinable with ``weights`` (in configs ``weights`` is always given).
+
+    Returns:
+        The load report as a dict (``model.weights_report``), or None for random initialisation.
+
+    Raises:
+        fertrain.weights.WeightsError: both given; or any loading error (see :func:`load_pretrained`).
+    """
+    if pretrained_path is not None:
+        if weights is not None:
+            raise WeightsError(
+                f"model.pretrained_path={pretrained_path} is replaced by the weights group, which also sets the input "
+                f"normalisation the file expects: use weights=state_dict weights.path={pretrained_path} "
+                "weights.mean=[...] weights.std=[...] (ImageNet: [0.485,0.456,0.406] / [0.229,0.224,0.225]; input in "
+                "[0, 1]: [0,0,0] / [1,1,1]), or a named entry, e.g. weights=emotion_fan_ferplus_resnet18 "
+                f"weights.path={pretrained_path} (list: python -m fertrain.weights list)")
+        return load_pretrained(module, pretrained_path, arch=arch, owner=owner).as_dict()
+    report = load_into(module, WeightsSpec.from_config(weights), arch=arch, owner=owner)
+    return None if report is None else report.as_dict()

@@ -9,18 +9,25 @@
 - ``R3D18``: torchvision's 3D ResNet-18 (``torchvision.models.video.r3d_18``; Tran et al., "A Closer Look at
   Spatiotemporal Convolutions for Action Recognition", CVPR 2018, Sec. 3.1 "R3D"), wrapped in the fertrain model
   contract.
+- ``R2Plus1D18``: torchvision's R(2+1)D-18 (``torchvision.models.video.r2plus1d_18``; same paper, Sec. 3.5:
+  every 3-D convolution factorised into a 2-D spatial and a 1-D temporal one), same wrapper.
 
 All models: ``forward(x)`` with x float ``(B, T, 3, H, W)`` normalised -> logits ``(B, num_classes)``;
-``forward_features``, ``forward_head``, ``num_features``, ``reset_classifier``. Random init by default.
+``forward_features``, ``forward_head``, ``num_features``, ``reset_classifier``; ``backbone_arch`` and
+``pretrained_target()`` say which weights entries fit (``fertrain.weights``). Random init by default;
+``weights=`` an entry (e.g. ``imagenet_resnet18``, ``kinetics400_r3d18``) loads the backbone strictly.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
-from fertrain.models.backbones import ResNet18Trunk, load_pretrained
+from fertrain.models.backbones import ResNet18Trunk, init_pretrained
 
 
 def _check_clip(x: torch.Tensor) -> None:
@@ -28,21 +35,18 @@ def _check_clip(x: torch.Tensor) -> None:
         raise ValueError(f"expected a clip batch (B, T, C, H, W); got shape {tuple(x.shape)}")
 
 
-def _resnet18_trunk(pretrained_path: str | None) -> ResNet18Trunk:
-    """A 2D ResNet-18 trunk, with the local ``state_dict`` file ``pretrained_path`` loaded (None = random init)."""
-    trunk = ResNet18Trunk()
-    if pretrained_path is not None:
-        load_pretrained(trunk, pretrained_path)
-    return trunk
-
-
 class _ClassifierMixin:
-    """Shared head of the contract: dropout, linear; ``reset_classifier``."""
+    """Shared head of the contract: dropout, linear; ``reset_classifier``; the pretrained target."""
 
     num_features: int
     num_classes: int
     drop: nn.Dropout
     head: nn.Module
+    backbone_arch = "resnet18"  # what pretrained weights must hold (fertrain.weights.ARCHS)
+
+    def pretrained_target(self) -> nn.Module:
+        """The module pretrained weights load into (the backbone)."""
+        return self.backbone  # type: ignore[attr-defined]
 
     def _init_head(self, num_features: int, num_classes: int, dropout: float) -> None:
         """Set ``num_features``, ``num_classes``, the dropout and the linear head (0 classes = identity)."""
@@ -71,15 +75,24 @@ class FrameMeanResNet18(_ClassifierMixin, nn.Module):
     Args:
         num_classes: number of expression classes (from the data config).
         dropout: dropout probability before the linear head.
-        pretrained_path: local torchvision ResNet-18 ``state_dict`` file loaded into the trunk; None = random init.
+        weights: a weights entry for the backbone (``conf/weights``, the config's ``weights`` node; arch
+            ``resnet18``); None = random init.
+        pretrained_path: Python API: a local weights file loaded strictly into the backbone (not with
+            ``weights``).
+
+    Attributes:
+        weights_report: what the pretrained load did (loaded/total tensors, file, sha256), or None.
 
     Raises:
-        FileNotFoundError: ``pretrained_path`` does not exist.
+        fertrain.weights.WeightsError: the weights cannot be loaded completely (see ``init_pretrained``).
     """
 
-    def __init__(self, num_classes: int, dropout: float = 0.5, pretrained_path: str | None = None) -> None:
+    def __init__(self, num_classes: int, dropout: float = 0.5, weights: Mapping[str, Any] | None = None,
+                 pretrained_path: str | None = None) -> None:
         super().__init__()
-        self.backbone = _resnet18_trunk(pretrained_path)
+        self.backbone = ResNet18Trunk()
+        self.weights_report = init_pretrained("FrameMeanResNet18.backbone", self.backbone, "resnet18", weights,
+                                              pretrained_path)
         self._init_head(self.backbone.num_features, num_classes, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,31 +108,32 @@ class FrameMeanResNet18(_ClassifierMixin, nn.Module):
         return emb.mean(dim=1)  # (B, 512)
 
 
-class R3D18(_ClassifierMixin, nn.Module):
-    """Torchvision 3D ResNet-18 (R3D-18) on the fertrain contract.
+class _VideoResNet(_ClassifierMixin, nn.Module):
+    """A torchvision video ResNet-18 (``torchvision.models.video``) on the fertrain contract.
 
-    The clip ``(B, T, C, H, W)`` is permuted to torchvision's video layout ``(B, C, T, H, W)``; the model's own
-    global average pool over (T, H, W) gives the embedding. Needs T >= 1; T is downsampled 8x inside (the
-    pooling is adaptive, so any T works).
-
-    Args:
-        num_classes: number of expression classes (from the data config).
-        dropout: dropout probability before the linear head (OURS; torchvision's R3D has none).
-        pretrained_path: local ``torchvision.models.video.r3d_18`` ``state_dict`` file (NOT 2D ResNet-18 weights)
-            loaded with ``strict=False``; None = random init.
-
-    Raises:
-        FileNotFoundError: ``pretrained_path`` does not exist.
+    The clip ``(B, T, C, H, W)`` is permuted to torchvision's video layout ``(B, C, T, H, W)``; the network's own
+    global average pool over (T, H, W) gives the embedding. Needs T >= 1; T is downsampled 8x inside (the pooling
+    is adaptive, so any T works). torchvision's ``fc`` is replaced by the contract's dropout + linear head (the
+    dropout is OURS; torchvision's video ResNets have none); pretrained weights load into ``net`` (``fc.*`` of a
+    torchvision file is ignored).
     """
 
-    def __init__(self, num_classes: int, dropout: float = 0.5, pretrained_path: str | None = None) -> None:
+    builder: Callable[..., nn.Module]
+    backbone_arch: str
+
+    def __init__(self, num_classes: int, dropout: float = 0.5, weights: Mapping[str, Any] | None = None,
+                 pretrained_path: str | None = None) -> None:
         super().__init__()
-        net = torchvision.models.video.r3d_18(weights=None)
-        net.fc = nn.Identity()  # the head is ours; torchvision's fc.* keys are ignored when loading
-        if pretrained_path is not None:
-            load_pretrained(net, pretrained_path)
+        net = type(self).builder(weights=None)
+        net.fc = nn.Identity()  # the head is ours
+        self.weights_report = init_pretrained(f"{type(self).__name__}.net", net, self.backbone_arch, weights,
+                                              pretrained_path)
         self.net = net
         self._init_head(512, num_classes, dropout)
+
+    def pretrained_target(self) -> nn.Module:
+        """The module pretrained weights load into: torchvision's network without its ``fc``."""
+        return self.net
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip embedding: float ``(B, T, 3, H, W)`` -> float ``(B, 512)``.
@@ -129,6 +143,50 @@ class R3D18(_ClassifierMixin, nn.Module):
         """
         _check_clip(x)
         return self.net(x.permute(0, 2, 1, 3, 4))  # (B, C, T, H, W) in -> (B, 512) out
+
+
+class R3D18(_VideoResNet):
+    """Torchvision 3D ResNet-18 (R3D-18) on the fertrain contract (see ``_VideoResNet``).
+
+    Args:
+        num_classes: number of expression classes (from the data config).
+        dropout: dropout probability before the linear head (OURS; torchvision's R3D has none).
+        weights: a weights entry for the backbone (``conf/weights``, the config's ``weights`` node; arch
+            ``r3d_18``, e.g. ``kinetics400_r3d18``); None = random init.
+        pretrained_path: Python API: a local weights file loaded strictly into the backbone (not with
+            ``weights``).
+
+    Attributes:
+        weights_report: what the pretrained load did (loaded/total tensors, file, sha256), or None.
+
+    Raises:
+        fertrain.weights.WeightsError: the weights cannot be loaded completely (see ``init_pretrained``).
+    """
+
+    builder = staticmethod(torchvision.models.video.r3d_18)
+    backbone_arch = "r3d_18"
+
+
+class R2Plus1D18(_VideoResNet):
+    """Torchvision R(2+1)D-18 on the fertrain contract (see ``_VideoResNet``).
+
+    Args:
+        num_classes: number of expression classes (from the data config).
+        dropout: dropout probability before the linear head (OURS; torchvision's R(2+1)D has none).
+        weights: a weights entry for the backbone (``conf/weights``, the config's ``weights`` node; arch
+            ``r2plus1d_18``, e.g. ``kinetics400_r2plus1d18``); None = random init.
+        pretrained_path: Python API: a local weights file loaded strictly into the backbone (not with
+            ``weights``).
+
+    Attributes:
+        weights_report: what the pretrained load did (loaded/total tensors, file, sha256), or None.
+
+    Raises:
+        fertrain.weights.WeightsError: the weights cannot be loaded completely (see ``init_pretrained``).
+    """
+
+    builder = staticmethod(torchvision.models.video.r2plus1d_18)
+    backbone_arch = "r2plus1d_18"
 
 
 class ResNet18Image(_ClassifierMixin, nn.Module):
@@ -142,16 +200,24 @@ class ResNet18Image(_ClassifierMixin, nn.Module):
     Args:
         num_classes: number of expression classes (from the data config); 0 = no head (embeddings out).
         dropout: dropout probability before the linear head (torchvision's ResNet-18 has none: default 0).
-        pretrained_path: local torchvision ResNet-18 ``state_dict`` file (e.g. ImageNet weights saved with
-            ``torch.save``) loaded into the trunk, ``fc.*`` ignored; None = random init. Never downloaded.
+        weights: a weights entry for the backbone (``conf/weights``, the config's ``weights`` node; arch
+            ``resnet18``, e.g. ``imagenet_resnet18``); None = random init.
+        pretrained_path: Python API: a local weights file loaded strictly into the backbone (not with
+            ``weights``).
+
+    Attributes:
+        weights_report: what the pretrained load did (loaded/total tensors, file, sha256), or None.
 
     Raises:
-        FileNotFoundError: ``pretrained_path`` does not exist.
+        fertrain.weights.WeightsError: the weights cannot be loaded completely (see ``init_pretrained``).
     """
 
-    def __init__(self, num_classes: int, dropout: float = 0.0, pretrained_path: str | None = None) -> None:
+    def __init__(self, num_classes: int, dropout: float = 0.0, weights: Mapping[str, Any] | None = None,
+                 pretrained_path: str | None = None) -> None:
         super().__init__()
-        self.backbone = _resnet18_trunk(pretrained_path)
+        self.backbone = ResNet18Trunk()
+        self.weights_report = init_pretrained("ResNet18Image.backbone", self.backbone, "resnet18", weights,
+                                              pretrained_path)
         self._init_head(self.backbone.num_features, num_classes, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

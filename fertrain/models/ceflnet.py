@@ -35,8 +35,9 @@ Official recipe (``main.py``): Adam, lr 1e-4, weight decay 1e-4, 10-step linear 
 OURS (where this module departs from or adds to the official code):
 - All ``B * num_clips * frames_per_clip`` frames go through the ResNet in one batch and the attention runs
   batched over ``B * num_clips`` clips (the official code loops over clips and frames; same arithmetic).
-- Backbone: torchvision's ResNet-18 (``ResNet18Trunk``) with torchvision's initialisation; random init unless
-  ``pretrained_path`` names local weights (the authors start from a face-pretrained ResNet-18).
+- Backbone: torchvision's ResNet-18 (``ResNet18Trunk``) with torchvision's initialisation; random init unless a
+  weights entry is given (the official code starts from the ResNet-18 of ``main.py``'s ``--parameterDir``:
+  ``weights=ceflnet_resnet18``, used by ``+experiment=dfew_ceflnet_official``; input in [0, 1]).
 - The official forward also returns the argmax of the activation map (the key clip); here
   ``forward_with_activation`` returns the whole map, and ``forward`` returns logits only (the model contract).
 - ``num_clips``/``frames_per_clip`` are arguments (7 / 5 by default); any T other than their product raises.
@@ -44,10 +45,13 @@ OURS (where this module departs from or adds to the official code):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
-from fertrain.models.backbones import ResNet18Trunk, load_pretrained
+from fertrain.models.backbones import ResNet18Trunk, init_pretrained
 
 
 class ClipEncoder(nn.Module):
@@ -129,17 +133,27 @@ class CEFLNet(nn.Module):
         attn_dropout: dropout of the self-attention (0.1).
         relation_dropout: dropout before the local-global weight (0.5).
         dropout: dropout of the classifier MLP, before its last layer (0.4).
-        pretrained_path: local torchvision ResNet-18 ``state_dict`` file loaded into the backbone; None = random init.
+        weights: a weights entry (``conf/weights``, the config's ``weights`` node) for the ResNet-18 backbone;
+            None = random init.
+        pretrained_path: Python API: a local ResNet-18 weights file loaded strictly into the backbone (not with
+            ``weights``).
 
     Attributes:
         num_features: width of the video embedding (512).
         head_hidden_size: width of the classifier MLP's output before the last layer (128; ``forward_head(...,
             pre_logits=True)``).
+        weights_report: what the pretrained load did (loaded/total tensors, file, sha256), or None.
 
     Raises:
         ValueError: ``num_clips`` or ``frames_per_clip`` < 1.
-        FileNotFoundError: ``pretrained_path`` does not exist.
+        fertrain.weights.WeightsError: the weights cannot be loaded completely (see ``init_pretrained``).
     """
+
+    backbone_arch = "resnet18"  # what pretrained weights must hold (fertrain.weights.ARCHS)
+
+    def pretrained_target(self) -> nn.Module:
+        """The module pretrained weights load into: the ResNet-18 trunk."""
+        return self.backbone
 
     def __init__(
         self,
@@ -150,6 +164,7 @@ class CEFLNet(nn.Module):
         attn_dropout: float = 0.1,
         relation_dropout: float = 0.5,
         dropout: float = 0.4,
+        weights: Mapping[str, Any] | None = None,
         pretrained_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -159,8 +174,7 @@ class CEFLNet(nn.Module):
         self.num_clips = num_clips
         self.frames_per_clip = frames_per_clip
         self.backbone = ResNet18Trunk()
-        if pretrained_path is not None:
-            load_pretrained(self.backbone, pretrained_path)
+        self.weights_report = init_pretrained("CEFLNet.backbone", self.backbone, "resnet18", weights, pretrained_path)
         self.num_features = self.backbone.num_features  # 512
         self.encoder = ClipEncoder(self.num_features, num_heads, attn_dropout, relation_dropout)
         self.eian = IntensityActivation(self.num_features)

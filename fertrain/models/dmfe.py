@@ -8,7 +8,7 @@ self-attention extracts and compresses the prominent features; a center cosine l
 the classes compact and apart (``fertrain.losses.center_cosine.CenterCosineLoss``).
 
 Everything below is OURS:
-- Backbone: torchvision ResNet-18 (``ResNet18Trunk``), random init unless ``pretrained_path`` names local weights.
+- Backbone: torchvision ResNet-18 (``ResNet18Trunk``), random init unless a weights entry is given (``weights=``).
 - Multiscale taps (``tap_stages``): the outputs of ``layer2`` (128 channels, stride 8: part shapes, the
   "shallow geometric" features), ``layer3`` (256, stride 16) and ``layer4`` (512, stride 32: "deep semantic").
 - Channel-wise self-attention per tap, after the channel attention module of DANet (Fu et al., "Dual Attention
@@ -17,9 +17,14 @@ Everything below is OURS:
   ``softmax(X X^T / sqrt(L))`` (C x C) re-mixes the channels, added back with a learnable scale ``gamma``
   (initialised 0, as in DANet), then averaged over the grid -> (C,). Differences from DANet: pooled grid instead
   of the full map (cheap for C = 512), scaled dot product, plain softmax instead of DANet's ``max - energy``.
-- Compression per tap: Linear(C -> ``tap_dim``) + BatchNorm1d + ReLU. Fusion: concatenate the taps,
-  Linear -> BatchNorm1d -> the embedding (``num_features`` = ``embed_dim``), as the BN-FC-BN necks of
-  margin-based face models (ArcFace, Deng et al., CVPR 2019: the "BN-Dropout-FC-BN" embedding output).
+- Compression per tap: Linear(C -> ``tap_dim``) + BatchNorm1d + ReLU. Fusion: concatenate the taps, Dropout,
+  Linear -> BatchNorm1d -> the embedding (``num_features`` = ``embed_dim``), as the BN-Dropout-FC-BN necks of
+  margin-based face models (ArcFace, Deng et al., CVPR 2019, "E" output; deepinsight/insightface
+  ``recognition/arcface_torch/backbones/iresnet.py`` ``IResNet.forward``: bn2, flatten, dropout, fc, features).
+- Dropout placement (a fix): it sits INSIDE the neck, before the fusing Linear, so it acts whatever the head and
+  whatever the loss. An earlier version applied it in ``forward_head`` only; ``loss=center_cosine`` trains on
+  ``forward_features`` and never called ``forward_head`` in training, so the configured dropout was unused
+  with the cosine head (the DMFE experiments). ``forward_head`` now applies no dropout.
 - Head: ``head="linear"`` (dropout + Linear, for cross-entropy) or ``head="cosine"`` (``CosineClassifier``:
   ``scale * cos(theta)`` between the embedding and learnable class centres, no margin; pair it with
   ``CenterCosineLoss.bind_centers`` so the loss trains these centres and checkpoints carry them in ``net.*``).
@@ -30,13 +35,14 @@ Everything below is OURS:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fertrain.models.backbones import ResNet18Trunk, load_pretrained
+from fertrain.models.backbones import ResNet18Trunk, init_pretrained
 
 
 class ChannelSelfAttention(nn.Module):
@@ -105,13 +111,26 @@ class DMFE(nn.Module):
         pool_size: grid side of the channel self-attention (positions per channel token = ``pool_size ** 2``).
         head: ``"linear"`` (dropout + linear) or ``"cosine"`` (``CosineClassifier`` with ``scale``).
         scale: s of the cosine head (ignored by the linear head).
-        dropout: dropout before the head.
-        pretrained_path: local torchvision ResNet-18 ``state_dict`` file loaded into the backbone; None = random init.
+        dropout: dropout on the concatenated taps, inside the embedding neck (before the fusing Linear), so it
+            acts with both heads, also when ``loss=center_cosine`` trains on ``forward_features``.
+        weights: a weights entry (``conf/weights``, the config's ``weights`` node) for the ResNet-18 backbone;
+            None = random init.
+        pretrained_path: Python API: a local ResNet-18 weights file loaded strictly into the backbone (not with
+            ``weights``).
+
+    Attributes:
+        weights_report: what the pretrained load did (loaded/total tensors, file, sha256), or None.
 
     Raises:
         ValueError: ``tap_stages`` empty, not increasing or outside 1..4; unknown ``head``.
-        FileNotFoundError: ``pretrained_path`` does not exist.
+        fertrain.weights.WeightsError: the weights cannot be loaded completely (see ``init_pretrained``).
     """
+
+    backbone_arch = "resnet18"  # what pretrained weights must hold (fertrain.weights.ARCHS)
+
+    def pretrained_target(self) -> nn.Module:
+        """The module pretrained weights load into: the ResNet-18 trunk."""
+        return self.backbone
 
     def __init__(
         self,
@@ -123,6 +142,7 @@ class DMFE(nn.Module):
         head: str = "linear",
         scale: float = 30.0,
         dropout: float = 0.2,
+        weights: Mapping[str, Any] | None = None,
         pretrained_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -136,8 +156,7 @@ class DMFE(nn.Module):
         self.head_type = head
         self.scale = scale
         self.backbone = ResNet18Trunk()
-        if pretrained_path is not None:
-            load_pretrained(self.backbone, pretrained_path)
+        self.weights_report = init_pretrained("DMFE.backbone", self.backbone, "resnet18", weights, pretrained_path)
         self.attention = nn.ModuleList(ChannelSelfAttention(pool_size) for _ in taps)
         self.compress = nn.ModuleList(
             nn.Sequential(
@@ -174,7 +193,7 @@ class DMFE(nn.Module):
             done = tap
             vec, _ = attn(x)  # (N, C_tap)
             pooled.append(compress(vec))  # (N, tap_dim)
-        return self.fuse(torch.cat(pooled, dim=1))  # (N, embed_dim)
+        return self.fuse(self.drop(torch.cat(pooled, dim=1)))  # (N, len(taps) * tap_dim) -> (N, embed_dim)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding of each sample.
@@ -195,8 +214,9 @@ class DMFE(nn.Module):
         return emb.reshape(B, T, -1).mean(dim=1)  # (B, D)
 
     def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``(B, num_features)`` -> logits ``(B, num_classes)`` (after dropout), or the dropped-out features."""
-        feats = self.drop(feats)
+        """``(B, num_features)`` -> logits ``(B, num_classes)``, or the features themselves (``pre_logits``).
+
+        No dropout here: it is inside the embedding neck (see the module docstring)."""
         return feats if pre_logits else self.head(feats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,11 +30,13 @@ Sizes: every width is a config value; the defaults (~0.2 M parameters) train on 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fertrain.weights import WeightsError, WeightsSpec
 
 
 class ResidualBlock(nn.Module):
@@ -154,7 +156,8 @@ class FESNet(nn.Module):
         stages: MTAM cascade stages (>= 1).
         layers_per_stage: multi-scale blocks per stage.
         dropout: dropout in attention and MTAM.
-        pretrained_path: unused (random init; kept for the model contract).
+        weights: a weights entry; only ``none`` (or None) is accepted: FESNet has no pretrained backbone here.
+        pretrained_path: must be None (random init only; kept for the model contract).
 
     ``forward(x)``: float ``(B, T, C, H, W)`` -> final logits ``(B, T, K)``.
     ``forward_stages(x)``: ``(S + 1, B, T, K)``: index 0 the LSDM proposals, then every cascade stage.
@@ -162,12 +165,23 @@ class FESNet(nn.Module):
 
     Raises:
         ValueError: ``stages < 1``, ``widths`` not of length 3, heads not dividing ``D``, bad scales.
+        fertrain.weights.WeightsError: ``weights`` names pretrained weights, or ``pretrained_path`` is given (they
+            would be silently unused).
     """
+
+    backbone_arch = None  # no pretrained backbone: random initialisation only
 
     def __init__(self, num_classes: int = 3, in_channels: int = 3, widths: Sequence[int] = (16, 32, 48),
                  token_grid: int = 8, heads: int = 4, scales: Sequence[int] = (1, 2, 4), stages: int = 2,
-                 layers_per_stage: int = 2, dropout: float = 0.1, pretrained_path: str | None = None) -> None:
+                 layers_per_stage: int = 2, dropout: float = 0.1, weights: Mapping[str, Any] | None = None,
+                 pretrained_path: str | None = None) -> None:
         super().__init__()
+        spec = WeightsSpec.from_config(weights)
+        if spec.enabled or pretrained_path is not None:
+            raise WeightsError(f"FESNet has no pretrained backbone in fertrain (random initialisation only), so the "
+                               f"weights {spec.name if spec.enabled else pretrained_path!r} would be unused: use "
+                               "weights=none")
+        self.weights_report = None
         if stages < 1:
             raise ValueError(f"FESNet needs stages >= 1, got {stages}")
         if len(widths) != 3:

@@ -1,13 +1,11 @@
 """Tests of CEFLNet (fertrain.models.ceflnet) and DMFE (fertrain.models.dmfe): shapes, backward, no NaN, the
-activation map, the clip-major layout, T handling, heads, local pretrained weights."""
+activation map, the clip-major layout, T handling, heads (pretrained weights: test_weights.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from fertrain.models.ceflnet import CEFLNet
 from fertrain.models.complexity import count_parameters
@@ -126,17 +124,6 @@ def test_dmfe_options_and_errors() -> None:
         DMFE(num_classes=7, head="arcface")
     with pytest.raises(ValueError, match="B, T, C, H, W"):
         DMFE(num_classes=7)(torch.randn(2, 3, 32, 32))
-
-
-# -------------------------------------------------------------------------------------- local pretrained weights
-def test_local_resnet18_weights_load_into_both_backbones(tmp_path: Path) -> None:
-    ref = torchvision.models.resnet18(weights=None)
-    path = tmp_path / "resnet18.pth"
-    torch.save(ref.state_dict(), path)
-    for net in (CEFLNet(num_classes=7, pretrained_path=str(path)), DMFE(num_classes=7, pretrained_path=str(path))):
-        assert torch.equal(net.backbone.layer3[0].conv1.weight, ref.layer3[0].conv1.weight), type(net).__name__
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
-        CEFLNet(num_classes=7, pretrained_path=str(tmp_path / "nowhere.pth"))
 
 
 def test_ceflnet_cannot_tell_a_16_frame_video_from_its_reverse() -> None:

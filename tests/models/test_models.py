@@ -1,16 +1,14 @@
-"""Tests of the video models: the shared contract, MSCM's correlation and fusion, weight loading, complexity."""
+"""Tests of the video models: the shared contract, MSCM's correlation and fusion, complexity (weight loading:
+test_weights.py)."""
 
 from __future__ import annotations
 
-import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from fertrain.models import MSCM, R3D18, FrameMeanResNet18
-from fertrain.models.backbones import ResNet18Trunk, load_pretrained
 from fertrain.models.complexity import count_parameters, gflops_per_clip
 from fertrain.models.mscm import (
     AdaptiveScaleFusion,
@@ -180,45 +178,6 @@ def test_frame_mean_is_permutation_invariant_and_mscm_is_not() -> None:
         torch.testing.assert_close(baseline(x[:, torch.tensor([3, 0, 4, 2, 1])]), baseline(x), atol=1e-5, rtol=1e-5)
         diff = (mscm(reversed_x) - mscm(x)).abs().max()
     assert diff > 1e-4, f"MSCM logits should depend on frame order; max change {diff:.2e}"
-
-
-def test_load_pretrained_resnet18_weights(tmp_path, caplog) -> None:
-    torch.manual_seed(1)
-    reference = torchvision.models.resnet18(weights=None)
-    path = tmp_path / "resnet18.pth"
-    torch.save(reference.state_dict(), path)
-
-    for model in (MSCM(num_classes=NUM_CLASSES, pretrained_path=str(path)), FrameMeanResNet18(NUM_CLASSES, pretrained_path=str(path))):
-        for key, value in model.backbone.state_dict().items():
-            torch.testing.assert_close(value, reference.state_dict()[key], msg=f"weight {key} not loaded")
-
-    # A clean torchvision file into a trunk: only fc.* differ, and they are ignored, not warned about.
-    with caplog.at_level(logging.WARNING, logger="fertrain.models.backbones"):
-        missing, unexpected = load_pretrained(ResNet18Trunk(), path)
-    assert (missing, unexpected) == ([], [])
-    assert not caplog.records
-
-    state = reference.state_dict()
-    state["extra.weight"] = torch.zeros(3)
-    del state["layer4.1.bn2.bias"]
-    odd_path = tmp_path / "odd.pth"
-    torch.save(state, odd_path)
-    trunk = ResNet18Trunk()
-    with caplog.at_level(logging.WARNING, logger="fertrain.models.backbones"):
-        missing, unexpected = load_pretrained(trunk, odd_path)
-    assert missing == ["layer4.1.bn2.bias"] and unexpected == ["extra.weight"]
-    message = caplog.records[-1].getMessage()
-    assert caplog.records[-1].levelno == logging.WARNING
-    assert "1 missing" in message and "1 unexpected" in message and "extra.weight" in message
-    torch.testing.assert_close(trunk.conv1.weight, reference.conv1.weight)
-
-    missing_path = tmp_path / "absent.pth"
-    with pytest.raises(FileNotFoundError, match="absent.pth"):
-        MSCM(num_classes=NUM_CLASSES, pretrained_path=str(missing_path))
-
-    torch.save({"not": "tensors"}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="bad.pth"):
-        load_pretrained(ResNet18Trunk(), tmp_path / "bad.pth")
 
 
 def test_bad_arguments_raise() -> None:
