@@ -113,10 +113,12 @@ class _LocalCorrelation(torch.autograd.Function):
     Blocked (OURS, for speed): the N frame pairs are processed in blocks of ``correlation_block_pairs`` pairs,
     all K displacements of a block before the next block, so the block's inputs, the product buffer and the
     gradient slices stay in the CPU cache instead of streaming the whole ``(N, C, h, w)`` maps from memory K
-    times. Every output and gradient element is computed by the same operations in the same order as with one
-    block of all pairs (the product per displacement, the sum over C, the accumulation over k), so the bits are
-    identical (tests/test_speed.py). Measured on the development machine (one thread, 120 pairs of 64 x 28 x 28,
-    MSCM's three scales): forward + backward 1.42 s in one block, 0.70 s in blocks of 2 pairs.
+    times; the backward pass also works on a row-flattened layout (long contiguous runs, see ``backward``).
+    Every output and gradient element is computed by the same operations in the same order as with one block of
+    all pairs (the product per displacement, the sum over C, the accumulation over k), so the bits are identical
+    (tests/test_speed.py). Measured on the development machine (one thread, MSCM's three scales on 64 x 28 x 28
+    maps, CPU time): 120 pairs (batch 8), forward + backward 1.42 s in one block, 0.70 s in blocks; 15 pairs
+    (batch 1), backward 58 ms -> 43 ms with the flat layout.
     """
 
     @staticmethod
@@ -136,31 +138,44 @@ class _LocalCorrelation(torch.autograd.Function):
                 # f2 at (y + dy, x + dx) is f2p at (y + dy + p, x + dx + p).
                 torch.mul(a, b[:, :, p + dy : p + dy + h, p + dx : p + dx + w], out=prod)
                 torch.sum(prod, dim=1, out=out[k, s : s + block])  # (n, h, w)
-        ctx.save_for_backward(f1, f2p)
+        ctx.save_for_backward(f1, f2)
         ctx.offsets, ctx.pad, ctx.block = offsets, p, block
         return out.permute(1, 0, 2, 3).contiguous()  # (N, K, h, w)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        f1, f2p = ctx.saved_tensors
-        N, _, h, w = f1.shape
+        f1, f2 = ctx.saved_tensors
+        N, C, h, w = f1.shape
         p, block = ctx.pad, ctx.block
-        grad_out = grad_out.contiguous()  # (N, K, h, w)
-        grad_f1 = torch.zeros_like(f1) if ctx.needs_input_grad[0] else None  # (N, C, h, w)
-        grad_f2p = torch.zeros_like(f2p) if ctx.needs_input_grad[1] else None  # (N, C, h + 2p, w + 2p)
+        # Row-flattened layout (OURS, for speed): every row gets p zeros on its right, W = w + p columns, so the
+        # shift (dy, dx) of f2 is ONE flat offset into ``B`` and each in-place update below runs over long
+        # contiguous runs of h * W numbers instead of rows of w. A read left of column 0 lands in the previous
+        # row's p zeros, right of column w - 1 in its own, above/below in the p zero rows and the p leading or
+        # trailing zeros: exactly the zero padding of the forward pass. Pad columns of ``G`` are 0, so they add
+        # only zeros; every real gradient element gets the same products in the same order over k as before.
+        W = w + p
+        L = h * W
+        A = F.pad(f1, (0, p)).reshape(N, C, L)  # (N, C, h * W)
+        B = F.pad(F.pad(f2, (0, p, p, p)).reshape(N, C, (h + 2 * p) * W), (p, p))  # (N, C, (h + 2p) * W + 2p)
+        G = F.pad(grad_out, (0, p)).reshape(N, -1, L)  # (N, K, h * W)
+        grad_a = torch.zeros_like(A) if ctx.needs_input_grad[0] else None
+        grad_b = torch.zeros_like(B) if ctx.needs_input_grad[1] else None
+        offsets = [p + (p + dy) * W + dx for dy, dx in ctx.offsets]  # flat start in B of each shift
         for s in range(0, N, block):
-            a, b, go = f1[s : s + block], f2p[s : s + block], grad_out[s : s + block]
-            ga = grad_f1[s : s + block] if grad_f1 is not None else None
-            gb = grad_f2p[s : s + block] if grad_f2p is not None else None
-            for k, (dy, dx) in enumerate(ctx.offsets):
-                g = go[:, k : k + 1]  # (n, 1, h, w), broadcast over C
-                window = (slice(None), slice(None), slice(p + dy, p + dy + h), slice(p + dx, p + dx + w))
+            a, b, go = A[s : s + block], B[s : s + block], G[s : s + block]
+            ga = grad_a[s : s + block] if grad_a is not None else None
+            gb = grad_b[s : s + block] if grad_b is not None else None
+            for k, o in enumerate(offsets):
+                g = go[:, k : k + 1]  # (n, 1, h * W), broadcast over C
                 if ga is not None:
-                    ga.addcmul_(g, b[window])
+                    ga.addcmul_(g, b[:, :, o : o + L])
                 if gb is not None:
-                    gb[window].addcmul_(g, a)
-        grad_f2 = grad_f2p[:, :, p : p + h, p : p + w] if grad_f2p is not None else None  # (N, C, h, w)
+                    gb[:, :, o : o + L].addcmul_(g, a)
+        grad_f1 = grad_a.reshape(N, C, h, W)[..., :w] if grad_a is not None else None  # (N, C, h, w)
+        grad_f2 = None
+        if grad_b is not None:
+            grad_f2 = grad_b[:, :, p : p + (h + 2 * p) * W].reshape(N, C, h + 2 * p, W)[:, :, p : p + h, :w]
         return grad_f1, grad_f2, None, None
 
 
