@@ -95,3 +95,46 @@ def test_mscm_logits_and_gradients_unchanged_by_blocking(monkeypatch) -> None:
     assert torch.equal(l1, l2)
     assert g1.keys() == g2.keys() and all(torch.equal(g1[n], g2[n]) for n in g1), \
         [n for n in g1 if not torch.equal(g1[n], g2[n])]
+
+
+# ------------------------------------------------------------------ trainer.compile / trainer.channels_last
+def test_trainer_speed_options_compose_and_apply(tmp_path) -> None:
+    """``trainer.compile`` / ``trainer.channels_last`` compose, instantiate the trainer, and act on ``task.net``
+    in place: parameters NHWC, forward compiled, state_dict keys unchanged, logits the same as eager."""
+    from hydra.utils import instantiate
+
+    from fertrain.utils.acceleration import SpeedOptions, Trainer
+    from tests.helpers import compose_config
+
+    cfg = compose_config(["trainer.compile={backend: eager}", "trainer.channels_last=true", "logger=csv"], tmp_path)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    assert isinstance(trainer, Trainer)
+    (options,) = [c for c in trainer.callbacks if isinstance(c, SpeedOptions)]
+    assert options.compile_kwargs == {"backend": "eager"} and options.channels_last
+
+    class Task(torch.nn.Module):  # stands in for a LightningModule: the callback only reads `.net`
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+
+    task = Task()
+    x = torch.randn(2, 3, 8, 8)
+    eager = task.net(x).detach()
+    keys = list(task.net.state_dict())
+    options.setup(trainer, task, "fit")
+    options.setup(trainer, task, "test")  # a second stage does not compile again
+    assert task.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert task.net._compiled_call_impl is not None and list(task.net.state_dict()) == keys
+    torch.testing.assert_close(task.net(x), eager, rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_speed_options_reject_bad_values() -> None:
+    from fertrain.utils.acceleration import Trainer
+
+    with pytest.raises(ValueError, match=r"trainer.compile: unknown torch.compile argument\(s\) \['mdoe'\]"):
+        Trainer(compile={"mdoe": "max-autotune"}, logger=False)
+    with pytest.raises(ValueError, match="trainer.compile='yes'"):
+        Trainer(compile="yes", logger=False)
+    with pytest.raises(ValueError, match="trainer.channels_last=1"):
+        Trainer(channels_last=1, logger=False)
+    assert not any(type(c).__name__ == "SpeedOptions" for c in Trainer(logger=False).callbacks)
