@@ -15,6 +15,7 @@ and the sampler's generator.
 
 from __future__ import annotations
 
+import math
 import random
 
 import albumentations as A
@@ -44,6 +45,7 @@ class ClipTransform:
         """
         self.compose = compose
         self.size = size
+        self._plan = _fast_plan(compose)
         if seed is not None:
             self.set_random_seed(seed)
 
@@ -67,13 +69,73 @@ class ClipTransform:
             shape = getattr(frames, "shape", None)
             dtype = getattr(frames, "dtype", type(frames).__name__)
             raise ValueError(f"ClipTransform expects uint8 (T, H, W, C) with T >= 1, got {dtype} of shape {shape}")
-        out = self.compose(images=frames)["images"]  # one parameter draw for the whole clip
+        out = self._fast_call(frames) if self._plan is not None and frames.ndim == 4 else None
+        if out is None:
+            out = self.compose(images=frames)["images"]  # one parameter draw for the whole clip
         out = np.ascontiguousarray(out, dtype=np.uint8)
         if out.shape[:3] != (len(frames), self.size, self.size):
             raise ValueError(
                 f"ClipTransform produced shape {out.shape} from {frames.shape}; "
                 f"expected (T, {self.size}, {self.size}, C)"
             )
+        return out
+
+    @property
+    def decode_size(self) -> int | None:
+        """Shorter side (pixels) frames may be decoded at without any crop being upsampled (OURS): the reader
+        decodes JPEGs at reduced DCT scale down to this (``read_frames(reduce_to=...)``); None = full size.
+
+        ``SmallestMaxSize(s)`` first (the eval pipeline; train with ``resize``): ``s``. ``RandomResizedCrop`` first:
+        ``ceil(size / m)`` with ``m = sqrt(scale_min * min(ratio_min, 1 / ratio_max))`` the smallest side of a crop
+        relative to the frame's shorter side (DFEW's 224-pixel frames at ``size=112``, scale (0.8, 1), ratio
+        (3/4, 4/3): 145, i.e. full-size decode in training, half-size (112) in evaluation). Other pipelines: None.
+        """
+        first = self.compose.transforms[0] if len(self.compose.transforms) else None
+        if isinstance(first, A.SmallestMaxSize) and isinstance(first.max_size, int):
+            return int(first.max_size)
+        if isinstance(first, A.RandomResizedCrop):
+            low = min(first.ratio[0], 1.0 / first.ratio[1], 1.0)
+            return int(math.ceil(max(first.size) / math.sqrt(first.scale[0] * low) - 1e-9))
+        return None
+
+    def _fast_call(self, frames: np.ndarray) -> np.ndarray | None:
+        """The two standard pipelines without albumentations' per-call machinery (OURS, for speed): the same
+        random draws from the same generator (``get_params_dependent_on_data`` of the transforms themselves), the
+        crop as a view of the decoded frames, one ``cv2.resize`` per frame straight into one contiguous output
+        array, the flip in place (one ``cv2.flip`` of the whole clip). The same pixels as ``compose(images=...)``
+        (tests/test_speed.py); None when a case is not covered (albumentations then runs)."""
+        T, H, W, C = frames.shape
+        c = self.compose
+        kind, ops = self._plan
+        if not c.py_random.random() < c.p:  # Compose.__call__'s own draw
+            return frames
+        if kind == "train":
+            crop_op, flip_op = ops
+            x1, y1, x2, y2 = crop_op.get_params_dependent_on_data({"shape": frames.shape[1:]}, {})["crop_coords"]
+            crop = frames[:, y1:y2, x1:x2]  # (T, h, w, C) view
+            out = np.empty((T, *crop_op.size, C), np.uint8)
+            interp = crop_op._get_interpolation_for_resize(crop.shape[1:3], "image")
+            for t in range(T):
+                _resize_into(crop[t], out[t], interp)
+            if flip_op is not None and flip_op.should_apply():
+                flat = out.reshape(T * out.shape[1], out.shape[2], C)
+                cv2.flip(flat, 1, dst=flat)  # (T*h, w, C) in place
+            return out
+        resize_op, crop_op = ops
+        scale = resize_op.get_params_dependent_on_data({"shape": frames.shape[1:]}, {})["scale"]
+        rh, rw = max(1, round(H * scale)), max(1, round(W * scale))
+        ch, cw = crop_op.height, crop_op.width
+        if rh < ch or rw < cw or C > 4:
+            return None
+        y1, x1 = (rh - ch) // 2, (rw - cw) // 2
+        out = np.empty((T, ch, cw, C), np.uint8)
+        if (rh, rw) == (H, W):
+            out[:] = frames[:, y1:y1 + ch, x1:x1 + cw]
+            return out
+        resized = np.empty((rh, rw, C), np.uint8)
+        for t in range(T):
+            _resize_into(frames[t], resized, resize_op.interpolation)
+            out[t] = resized[y1:y1 + ch, x1:x1 + cw]
         return out
 
     def set_random_seed(self, seed: int) -> None:
@@ -87,6 +149,32 @@ class ClipTransform:
             seed: integer seed in ``[0, 2**32)``.
         """
         self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def _resize_into(src: np.ndarray, dst: np.ndarray, interpolation: int) -> None:
+    """``cv2.resize`` of one frame ``src`` (H, W, C), a view, into ``dst`` (h, w, C) in place; a copy when the sizes
+    are equal (albumentations returns the frame itself then)."""
+    if src.shape[:2] == dst.shape[:2]:
+        dst[:] = src
+    else:
+        cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
+
+
+def _fast_plan(compose: A.Compose) -> tuple[str, tuple] | None:
+    """``("train", (RandomResizedCrop, flip or None))`` or ``("eval", (SmallestMaxSize, CenterCrop))`` when
+    ``compose`` is exactly one of the two standard pipelines of :func:`build_clip_transform` with nothing else that
+    could change the result (no bbox/keypoint processors, every op always applied except the flip), else None."""
+    ops = list(compose.transforms)
+    if getattr(compose, "processors", None) or any(not isinstance(t, A.BasicTransform) for t in ops):
+        return None
+    if (1 <= len(ops) <= 2 and type(ops[0]) is A.RandomResizedCrop and ops[0].p >= 1.0
+            and (len(ops) == 1 or type(ops[1]) is _ClipHorizontalFlip)):
+        return "train", (ops[0], ops[1] if len(ops) == 2 else None)
+    if (len(ops) == 2 and type(ops[0]) is A.SmallestMaxSize and isinstance(ops[0].max_size, int)
+            and ops[0].area_for_downscale is None and ops[0].p >= 1.0 and type(ops[1]) is A.CenterCrop
+            and ops[1].p >= 1.0 and not ops[1].pad_if_needed):
+        return "eval", (ops[0], ops[1])
+    return None
 
 
 class _ClipHorizontalFlip(A.HorizontalFlip):
