@@ -6,6 +6,8 @@ The reference below is the formulation of ``fertrain.models.mscm._LocalCorrelati
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,3 +140,152 @@ def test_trainer_speed_options_reject_bad_values() -> None:
     with pytest.raises(ValueError, match="trainer.channels_last=1"):
         Trainer(channels_last=1, logger=False)
     assert not any(type(c).__name__ == "SpeedOptions" for c in Trainer(logger=False).callbacks)
+
+
+# -------------------------------------------------------------------------------------- the loader's hot path
+import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
+from torch.utils.data import default_collate  # noqa: E402
+
+from fertrain.data import readers  # noqa: E402
+from fertrain.data.transforms import build_clip_transform, flip_draws, hflip_clips  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "fertrain" / "assets" / "demo" / "WolfgangLanger_Pexels.mp4"
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("shape", [(6, 64, 64, 3), (3, 45, 70, 3), (2, 40, 30, 3)])
+def test_fast_transform_path_equals_albumentations(train: bool, shape: tuple[int, ...]) -> None:
+    """The ClipTransform fast path gives albumentations' pixels and keeps its random stream in step."""
+    fast, reference = (build_clip_transform(train, size=24, seed=7) for _ in range(2))
+    assert fast._plan is not None
+    reference._plan = None  # albumentations' own Compose
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        clip = rng.integers(0, 256, shape, dtype=np.uint8)
+        a, b = fast(clip), reference(clip)
+        assert a.shape == b.shape == (shape[0], 24, 24, 3) and a.flags.c_contiguous and np.array_equal(a, b)
+    assert build_clip_transform(True, size=24, color_jitter=0.2)._plan is None  # other pipelines: albumentations
+
+
+def test_decode_size_never_upsamples_a_crop() -> None:
+    assert build_clip_transform(False, size=112).decode_size == 112  # eval: SmallestMaxSize(112)
+    # train: the smallest crop of scale 0.8, ratio 3/4 is 0.775 of the frame's shorter side -> 145 px needed
+    assert build_clip_transform(True, size=112).decode_size == 145
+    assert build_clip_transform(True, size=112, resize=128).decode_size == 128
+
+
+def _asymmetric_clips(n: int) -> np.ndarray:
+    """uint8 ``(n, 2, 8, 8, 3)``: every clip differs from its mirror image (brightness grows left to right)."""
+    ramp = np.arange(8, dtype=np.uint8)[None, None, :, None] * 20
+    noise = np.random.default_rng(1).integers(0, 10, (n, 2, 8, 8, 3), dtype=np.uint8)
+    return ramp + noise
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_device_flip_has_the_worker_flip_distribution(p: float) -> None:
+    """data.augment_on=device: the share of mirrored clips matches the worker path's (two-proportion z-test over
+    1200 clips, |z| < 4), both are near p, and the device draws are reproducible and change with the epoch."""
+    n = 1200
+    clips = _asymmetric_clips(n)
+    worker = build_clip_transform(True, size=8, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=p, seed=3)
+    worker_flipped = np.array([not np.array_equal(worker(c), c) for c in clips])
+    device_tf = build_clip_transform(True, size=8, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=p, seed=3)
+    assert device_tf.pop_flip() == p
+    assert all(np.array_equal(device_tf(c), c) for c in clips[:50]), "no flip is left in the worker"
+    video = torch.from_numpy(clips.transpose(0, 1, 4, 2, 3).copy())  # (B, T, C, H, W) as collated
+    draws = torch.from_numpy(flip_draws(np.arange(n), p, seed=42, epoch=0))
+    out = hflip_clips(video, draws)
+    device_flipped = (out != video).flatten(1).any(1).numpy()
+    assert np.array_equal(device_flipped, draws.numpy()) and torch.equal(out[draws], video[draws].flip(-1))
+    k1, k2 = worker_flipped.sum(), device_flipped.sum()
+    pooled = (k1 + k2) / (2 * n)
+    z = (k1 - k2) / n / np.sqrt(2 * pooled * (1 - pooled) / n)
+    assert abs(z) < 4, (k1, k2, z)
+    for k in (k1, k2):  # each within 4 binomial standard deviations of n p
+        assert abs(k - n * p) < 4 * np.sqrt(n * p * (1 - p)), (k, n * p)
+    assert np.array_equal(flip_draws(np.arange(n), p, 42, 0), draws.numpy())
+    assert 0.3 < (flip_draws(np.arange(n), p, 42, 1) != draws.numpy()).mean() < 0.7, "a new epoch, new draws"
+
+
+def test_frame_listing_is_cached_and_refreshed_when_the_folder_changes(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in range(1, 4):
+        PIL.Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i:05d}.jpg", quality=100)
+    calls = []
+    real = readers._frame_names
+    monkeypatch.setattr(readers, "_frame_names", lambda f: calls.append(f) or real(f))
+    first = readers.read_frames(folder, np.array([0, 2]))
+    readers.read_frames(folder, np.array([1]))
+    assert len(calls) == 1 and readers.count_frames(folder) == 3 and len(calls) == 1, "one listing per folder"
+    PIL.Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(folder / "00004.jpg", quality=100)
+    import os
+    os.utime(folder, ns=(1, folder.stat().st_mtime_ns + 10**9))  # coarse-timestamp file systems: force a change
+    assert readers.count_frames(folder) == 4 and len(calls) == 2, "a changed folder is listed again"
+    assert int(readers.read_frames(folder, np.array([3]))[0].mean()) in range(195, 206)
+    assert first.shape == (2, 8, 8, 3)
+
+
+@pytest.mark.parametrize("decoder", ["torchcodec", "pyav"])
+def test_optional_video_decoders_read_the_same_frames_as_decord(decoder: str) -> None:
+    try:
+        readers.check_decoder(decoder)
+    except readers.DatasetError as err:
+        pytest.skip(f"{decoder} is not usable here: {err}")
+    idx = np.array([3, 3, 0, 40, 25])  # repeats, any order
+    got = readers.read_frames(DEMO, idx, decoder=decoder)
+    assert got.shape == (5, 360, 640, 3) and got.flags.c_contiguous
+    assert np.array_equal(got, readers.read_frames(DEMO, idx))
+
+
+def test_unknown_or_missing_decoder_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="data.decoder='ffmpeg': expected one of decord, torchcodec, pyav"):
+        readers.check_decoder("ffmpeg")
+
+
+def test_lean_samples_collate_to_the_same_batch(tmp_path: Path) -> None:
+    from fertrain.data.clip_dataset import ClipDataset
+    from fertrain.data.records import ClipRecord
+    from fertrain.data.samplers import UniformSampler
+
+    records = []
+    for k in range(2):
+        folder = tmp_path / f"{k:05d}"
+        folder.mkdir()
+        for i in range(1, 6):
+            PIL.Image.fromarray(np.full((40, 40, 3), 30 * i + k, np.uint8)).save(folder / f"{i:05d}.jpg", quality=95)
+        records.append(ClipRecord(path=folder, label=k + 3, video_id=f"{k:05d}", num_frames=5))
+    ds = ClipDataset(records, UniformSampler(4), build_clip_transform(False, size=20), train=False)
+    assert ds.read_options == {"reduce_to": 20, "decoder": "decord"}
+    batch = default_collate([ds[0], ds[1]])
+    assert batch["video"].shape == (2, 4, 3, 20, 20) and batch["video"].dtype == torch.uint8
+    assert batch["label"].dtype == torch.int64 and batch["label"].tolist() == [3, 4]
+    assert batch["index"].tolist() == [0, 1] and batch["video_id"] == ["00000", "00001"]
+
+
+def test_datamodule_flips_training_batches_on_the_device_only(tmp_path: Path) -> None:
+    """augment_on=device: the train transform loses its flip; training batches get the flip_draws flips before
+    normalisation, evaluation batches none; pin_memory follows the device."""
+    from types import SimpleNamespace
+
+    from fertrain.data.datamodule import ClipDataModule, normalize_video
+    from fertrain.data.samplers import UniformSampler
+
+    source = SimpleNamespace(class_names=("a", "b"), records=lambda split: [])
+    train_tf = build_clip_transform(True, size=8, hflip=0.5, seed=0)
+    dm = ClipDataModule(source, UniformSampler(2), train_tf, build_clip_transform(False, size=8), batch_size=4,
+                        num_workers=0, seed=5, augment_on="device")
+    assert dm.device_hflip == 0.5 and all(t.p == 0.0 for t in train_tf.compose.transforms if "Flip" in type(t).__name__)
+    assert dm._pin_memory() is torch.cuda.is_available()
+    video = torch.from_numpy(_asymmetric_clips(16).transpose(0, 1, 4, 2, 3).copy())
+    index = torch.arange(16)
+    for training in (True, False):
+        dm.trainer = SimpleNamespace(training=training, current_epoch=2)
+        batch = dm.on_before_batch_transfer({"video": video.clone(), "index": index}, 0)
+        out = dm.on_after_batch_transfer(batch, 0)["video"]
+        flips = torch.from_numpy(flip_draws(index.numpy(), 0.5, 5, 2)) if training else torch.zeros(16, dtype=bool)
+        assert "_hflip" not in batch and 0 < flips.sum() < 16 or not training
+        assert torch.equal(out, normalize_video(hflip_clips(video, flips), dm.mean, dm.std))
+    with pytest.raises(ValueError, match="data.augment_on='gpu': expected 'worker' or 'device'"):
+        ClipDataModule(source, UniformSampler(2), train_tf, train_tf, augment_on="gpu")

@@ -45,10 +45,13 @@ class ClipDataset(SeededDataset):
         seed: initial seed of the sampler RNG and the transform (reseeded per worker by
             :func:`fertrain.data.transforms.seed_worker`).
         split: split name quoted in error messages (``"train"``, ...).
+        decoder: video decoder, ``data.decoder`` (:data:`fertrain.data.readers.VIDEO_DECODERS`).
 
-    ``__getitem__(i)`` returns a dict: ``video`` uint8 tensor ``(T, C, h, w)`` (0..255, RGB), ``label`` int64 scalar,
-    ``index`` int64 scalar (= i), ``video_id`` str; plus ``target`` float32 ``(K,)`` when the record has a soft
-    target. A record's face ``box`` crops the decoded frames before the transform.
+    ``__getitem__(i)`` returns a dict: ``video`` uint8 tensor ``(T, C, h, w)`` (0..255, RGB), ``label`` int,
+    ``index`` int (= i), ``video_id`` str (collated into int64 ``(B,)`` tensors and a list); plus ``target`` float32
+    ``(K,)`` when the record has a soft target. A record's face ``box`` crops the decoded frames before the
+    transform. JPEG frames are decoded at reduced DCT scale where no crop of the transform gets upsampled
+    (``ClipTransform.decode_size``; full size when records carry face boxes, which are in full-size pixels).
 
     Raises (from ``__getitem__``):
         fertrain.data.records.DatasetError: the media file is missing, unreadable or empty (names the file, the
@@ -65,8 +68,12 @@ class ClipDataset(SeededDataset):
         train: bool,
         seed: int = 0,
         split: str = "",
+        decoder: str = "decord",
     ) -> None:
         self.records = list(records)
+        # how frames are read: JPEG frames at reduced DCT scale down to the transform's decode_size; video decoder
+        reduce_to = None if any(r.box is not None for r in self.records) else getattr(transform, "decode_size", None)
+        self.read_options = {"reduce_to": reduce_to, "decoder": decoder}
         self.split = split
         self.sampler = sampler
         self.transform = transform
@@ -84,7 +91,7 @@ class ClipDataset(SeededDataset):
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
         try:
-            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i))  # (T, H, W, C) uint8
+            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i), **self.read_options)  # (T,H,W,C)
         except DatasetError as err:  # say which sample, and how to skip unreadable ones
             where = f", listed at {rec.origin}" if rec.origin else ""
             raise DatasetError(f"{self.split or 'dataset'} sample {i} (video_id {rec.video_id}{where}): {err}. "
@@ -93,9 +100,9 @@ class ClipDataset(SeededDataset):
         if rec.box is not None:  # face box (e.g. AffectNet), before any augmentation
             frames = crop_box(frames, rec.box, rec.path)
         frames = self.transform(frames)  # (T, h, w, C) uint8
-        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()  # (T, C, h, w)
-        sample = {"video": video, "label": torch.tensor(rec.label, dtype=torch.long),
-                  "index": torch.tensor(i, dtype=torch.long), "video_id": rec.video_id}
+        video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # (T, C, h, w), one copy
+        # lean sample: plain ints (the default collate makes the int64 (B,) tensors), no per-sample tensors
+        sample = {"video": video, "label": int(rec.label), "index": int(i), "video_id": rec.video_id}
         if rec.target is not None:  # soft target (e.g. FERPlus vote distribution), float32 (K,)
             sample["target"] = torch.tensor(rec.target, dtype=torch.float32)
         return sample

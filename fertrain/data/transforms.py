@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
 
-__all__ = ["ClipTransform", "build_clip_transform", "seed_worker"]
+__all__ = ["ClipTransform", "build_clip_transform", "flip_draws", "hflip_clips", "seed_worker"]
 
 
 class ClipTransform:
@@ -137,6 +137,17 @@ class ClipTransform:
             _resize_into(frames[t], resized, resize_op.interpolation)
             out[t] = resized[y1:y1 + ch, x1:x1 + cw]
         return out
+
+    def pop_flip(self) -> float:
+        """Turn off the pipeline's horizontal flip and return its probability (0.0 if it has none): for
+        ``data.augment_on=device``, where the datamodule flips on the device instead (flip commutes with the
+        other ops, in distribution, so moving it to the end keeps the augmentation's distribution)."""
+        p = 0.0
+        for t in self.compose.transforms:
+            if isinstance(t, A.HorizontalFlip):
+                p, t.p = float(t.p), 0.0
+        self._plan = _fast_plan(self.compose)
+        return p
 
     def set_random_seed(self, seed: int) -> None:
         """Reseed the augmentation stream (call once per DataLoader worker, see ``seed_worker``).
@@ -283,3 +294,39 @@ def seed_worker(worker_id: int) -> None:
     reseed = getattr(info.dataset, "reseed", None) if info is not None else None
     if callable(reseed):
         reseed(torch.initial_seed() % 2**32)
+
+
+# ------------------------------------------------------------------------------- flips on the device
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (Steele, Lea, Flood, OOPSLA 2014) on uint64 arrays: a well-mixed hash of each value."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+        return z ^ (z >> np.uint64(31))
+
+
+def flip_draws(index: np.ndarray, p: float, seed: int, epoch: int) -> np.ndarray:
+    """Which clips to mirror: bool ``(B,)``, True with probability ``p`` independently per clip (OURS).
+
+    The draw of a clip is a hash of ``(seed, epoch, sample index)`` mapped to a uniform number in [0, 1): it does
+    not depend on the batch, the worker, the device or the process (DDP ranks agree; a resumed run draws the same).
+
+    Args:
+        index: int ``(B,)`` dataset indices of the clips.
+        p: flip probability in [0, 1].
+        seed, epoch: run seed and epoch.
+    """
+    key = _splitmix64(_splitmix64(np.asarray([seed], dtype=np.int64).astype(np.uint64)) ^ np.uint64(epoch))
+    z = _splitmix64(np.asarray(index, dtype=np.int64).astype(np.uint64) ^ key)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53) < p
+
+
+def hflip_clips(video: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the clips of ``video`` (``(B, ..., W)``, any dtype, any device) where ``flips`` (bool
+    ``(B,)``) is True; the others unchanged."""
+    flips = flips.to(video.device, non_blocking=True).view(-1, *([1] * (video.ndim - 1)))
+    return torch.where(flips, video.flip(-1), video)
