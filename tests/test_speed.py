@@ -257,9 +257,18 @@ def test_lean_samples_collate_to_the_same_batch(tmp_path: Path) -> None:
             PIL.Image.fromarray(np.full((40, 40, 3), 30 * i + k, np.uint8)).save(folder / f"{i:05d}.jpg", quality=95)
         records.append(ClipRecord(path=folder, label=k + 3, video_id=f"{k:05d}", num_frames=5))
     ds = ClipDataset(records, UniformSampler(4), build_clip_transform(False, size=20), train=False)
-    assert ds.read_options == {"reduce_to": 20, "decoder": "decord"}
+    assert ds.read_options == {"reduce_to": 20, "decoder": "decord", "as_list": True}
+    frames = readers.read_frames(records[0].path, np.array([4, 0, 0, 2]), reduce_to=20, as_list=True)
+    assert isinstance(frames, list) and len(frames) == 4 and frames[1] is frames[2], "repeats share one array"
+    stacked = readers.read_frames(records[0].path, np.array([4, 0, 0, 2]), reduce_to=20)
+    assert np.array_equal(np.stack(frames), stacked)
+    tf_list, tf_array = (build_clip_transform(True, size=16, seed=1) for _ in range(2))
+    assert np.array_equal(tf_list(frames), tf_array(stacked)), "a frame list transforms like the stacked clip"
+    sample = ds[0]
+    assert sample["video"].shape == (4, 3, 20, 20) and isinstance(sample["label"], int)
     batch = default_collate([ds[0], ds[1]])
     assert batch["video"].shape == (2, 4, 3, 20, 20) and batch["video"].dtype == torch.uint8
+    assert batch["video"].is_contiguous() and torch.equal(batch["video"][0], sample["video"])
     assert batch["label"].dtype == torch.int64 and batch["label"].tolist() == [3, 4]
     assert batch["index"].tolist() == [0, 1] and batch["video_id"] == ["00000", "00001"]
 

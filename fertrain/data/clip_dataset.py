@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from fertrain.data.images import crop_box
 from fertrain.data.readers import read_frames
 from fertrain.data.records import ClipRecord, DatasetError, FrameSampler
+from fertrain.data.transforms import ClipTransform
 
 
 class SeededDataset(Dataset):
@@ -72,8 +73,10 @@ class ClipDataset(SeededDataset):
     ) -> None:
         self.records = list(records)
         # how frames are read: JPEG frames at reduced DCT scale down to the transform's decode_size; video decoder
-        reduce_to = None if any(r.box is not None for r in self.records) else getattr(transform, "decode_size", None)
-        self.read_options = {"reduce_to": reduce_to, "decoder": decoder}
+        has_box = any(r.box is not None for r in self.records)
+        reduce_to = None if has_box else getattr(transform, "decode_size", None)
+        as_list = not has_box and isinstance(transform, ClipTransform)  # frames go to the transform unstacked
+        self.read_options = {"reduce_to": reduce_to, "decoder": decoder, "as_list": as_list}
         self.split = split
         self.sampler = sampler
         self.transform = transform

@@ -56,7 +56,8 @@ class ClipTransform:
         """Transform one clip.
 
         Args:
-            frames: uint8 ``(T, H, W, C)`` in ``[0, 255]``, T >= 1 (C = 3 for RGB).
+            frames: uint8 ``(T, H, W, C)`` in ``[0, 255]``, T >= 1 (C = 3 for RGB), or a list of T uint8
+                ``(H, W, C)`` frames of one size (stacked first where the fast path does not apply).
 
         Returns:
             uint8 ``(T, size, size, C)``, C-contiguous; one set of random parameters for all T frames.
@@ -65,6 +66,12 @@ class ClipTransform:
             ValueError: ``frames`` is not a uint8 array of shape ``(T, H, W, C)`` with T >= 1, or the pipeline
                 did not produce ``size x size`` frames.
         """
+        if isinstance(frames, (list, tuple)):  # frames as read (readers.read_frames(as_list=True))
+            if self._plan is not None and _same_frames(frames):
+                out = self._fast_call(frames)
+                if out is not None:
+                    return out
+            frames = np.stack(frames) if len(frames) else np.empty((0,), np.uint8)
         if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or len(frames) < 1:
             shape = getattr(frames, "shape", None)
             dtype = getattr(frames, "dtype", type(frames).__name__)
@@ -104,25 +111,24 @@ class ClipTransform:
         crop as a view of the decoded frames, one ``cv2.resize`` per frame straight into one contiguous output
         array, the flip in place (one ``cv2.flip`` of the whole clip). The same pixels as ``compose(images=...)``
         (tests/test_speed.py); None when a case is not covered (albumentations then runs)."""
-        T, H, W, C = frames.shape
+        T, (H, W, C) = len(frames), frames[0].shape
         c = self.compose
         kind, ops = self._plan
         if not c.py_random.random() < c.p:  # Compose.__call__'s own draw
-            return frames
+            return frames if isinstance(frames, np.ndarray) else np.stack(frames)
         if kind == "train":
             crop_op, flip_op = ops
-            x1, y1, x2, y2 = crop_op.get_params_dependent_on_data({"shape": frames.shape[1:]}, {})["crop_coords"]
-            crop = frames[:, y1:y2, x1:x2]  # (T, h, w, C) view
+            x1, y1, x2, y2 = crop_op.get_params_dependent_on_data({"shape": (H, W, C)}, {})["crop_coords"]
             out = np.empty((T, *crop_op.size, C), np.uint8)
-            interp = crop_op._get_interpolation_for_resize(crop.shape[1:3], "image")
+            interp = crop_op._get_interpolation_for_resize((y2 - y1, x2 - x1), "image")
             for t in range(T):
-                _resize_into(crop[t], out[t], interp)
+                _resize_into(frames[t][y1:y2, x1:x2], out[t], interp)  # the crop: a view of the decoded frame
             if flip_op is not None and flip_op.should_apply():
                 flat = out.reshape(T * out.shape[1], out.shape[2], C)
                 cv2.flip(flat, 1, dst=flat)  # (T*h, w, C) in place
             return out
         resize_op, crop_op = ops
-        scale = resize_op.get_params_dependent_on_data({"shape": frames.shape[1:]}, {})["scale"]
+        scale = resize_op.get_params_dependent_on_data({"shape": (H, W, C)}, {})["scale"]
         rh, rw = max(1, round(H * scale)), max(1, round(W * scale))
         ch, cw = crop_op.height, crop_op.width
         if rh < ch or rw < cw or C > 4:
@@ -130,7 +136,8 @@ class ClipTransform:
         y1, x1 = (rh - ch) // 2, (rw - cw) // 2
         out = np.empty((T, ch, cw, C), np.uint8)
         if (rh, rw) == (H, W):
-            out[:] = frames[:, y1:y1 + ch, x1:x1 + cw]
+            for t in range(T):
+                out[t] = frames[t][y1:y1 + ch, x1:x1 + cw]
             return out
         resized = np.empty((rh, rw, C), np.uint8)
         for t in range(T):
@@ -169,6 +176,15 @@ def _resize_into(src: np.ndarray, dst: np.ndarray, interpolation: int) -> None:
         dst[:] = src
     else:
         cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
+
+
+def _same_frames(frames: list | tuple) -> bool:
+    """A non-empty list of uint8 ``(H, W, C)`` frames of one shape."""
+    if not frames:
+        return False
+    first = frames[0]
+    return (isinstance(first, np.ndarray) and first.dtype == np.uint8 and first.ndim == 3
+            and all(isinstance(f, np.ndarray) and f.shape == first.shape and f.dtype == np.uint8 for f in frames))
 
 
 def _fast_plan(compose: A.Compose) -> tuple[str, tuple] | None:
