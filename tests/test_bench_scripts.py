@@ -89,16 +89,22 @@ def test_bench_data_smoke_table(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------------------- bench_train.py
 def test_bench_train_smoke_tables() -> None:
     out = run_script("bench_train.py", "--smoke", "--device", "cpu")
-    models, scaling = markdown_tables(out)
+    models, scaling, checkpoints = markdown_tables(out)
     assert models[0] == ["device", "model", "batch", "input T x H x W", "ms/step", "clips/s", "x backbone",
-                         "peak mem (MiB)", "params (M)", "GFLOPs/clip", "steps"]
+                         "x backbone (CPU)", "first step (s)", "peak mem (MiB)", "params (M)", "GFLOPs/clip", "steps"]
     assert [r[1] for r in models[1:]] == ["MSCM", "FrameMeanResNet18"]
     mscm, backbone = models[1:]
-    assert as_float(mscm[6]) > 0 and backbone[6] == "—"
-    assert as_float(mscm[8]) > as_float(backbone[8]), "MSCM adds the correlation branch to the same trunk"
+    assert as_float(mscm[6]) > 0 and as_float(mscm[7]) > 0 and backbone[6] == backbone[7] == "—"
+    assert as_float(mscm[10]) > as_float(backbone[10]), "MSCM adds the correlation branch to the same trunk"
+    target = [line for line in out.splitlines() if line.startswith("MSCM step / backbone alone, batch 1")]
+    assert len(target) == 1 and "CPU time" in target[0] and target[0].endswith("x)") and "FLOP floor" in target[0]
+    assert ": met;" in target[0] or ": NOT met;" in target[0]
     assert scaling[0][:4] == ["model", "batch", "T (frames)", "size (px)"]
     assert {(r[0], r[2]) for r in scaling[1:]} == {("MSCM", "4"), ("MSCM", "8"), ("FrameMeanResNet18", "4"),
                                                    ("FrameMeanResNet18", "8")}
+    assert checkpoints[0] == ["model", "params (M)", "weights only (MB)", "full training state (MB)", "x weights"]
+    for row in checkpoints[1:]:  # AdamW keeps two moments per parameter: the full state is about 3x the weights
+        assert 2.8 < as_float(row[4]) < 3.2 and abs(as_float(row[2]) - 4 * as_float(row[1])) < 0.5, row
     assert "GPU:" in out
 
 
