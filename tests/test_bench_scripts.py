@@ -108,6 +108,31 @@ def test_bench_train_smoke_tables() -> None:
     assert "GPU:" in out
 
 
+# -------------------------------------------------------------------------------------------- gpu_check.py
+@pytest.mark.slow
+def test_gpu_check_smoke_prints_one_table() -> None:
+    """The GPU check's CPU smoke mode runs every section on tiny inputs and prints one table: step rows for
+    MSCM, CEFLNet and DMFE in three precisions, the stream row, the decode rows and the DDP row."""
+    out = run_script("gpu_check.py", "--smoke", timeout=300)
+    tables = markdown_tables(out)
+    assert len(tables) == 1, out
+    header, *rows = tables[0]
+    assert header == ["check", "what", "precision", "batch", "ms/step", "peak GiB", "throughput", "detail"]
+    steps = {(r[1], r[2]): r for r in rows if r[0] == "step"}
+    assert set(steps) == {(m, p) for m in ("MSCM", "CEFLNet", "DMFE") for p in ("fp32", "bf16-mixed", "16-mixed")}
+    for (model, precision), r in steps.items():
+        if precision == "16-mixed":
+            assert r[7] == "fp16 autocast needs a GPU", r
+        else:
+            assert as_float(r[4]) > 0 and r[6].endswith("clips/s"), r
+    assert steps[("CEFLNet", "fp32")][7].startswith("input 35 x 3 x 32 x 32"), "CEFLNet's clip length from its config"
+    (stream,) = [r for r in rows if r[0] == "stream"]
+    assert as_float(stream[4]) > 0 and "loader wait per step median" in stream[7] and "14 clips" in stream[7]
+    decode = [r for r in rows if r[0] == "decode"]
+    assert len(decode) == 2 and decode[0][6].endswith("frames/s") and decode[1][7] == "needs a GPU"
+    assert [r[7] for r in rows if r[0] == "ddp"] == ["needs a GPU"]
+
+
 # ------------------------------------------------------------------- fast paths of readers.py / transforms.py
 # (proposed home: tests/data/test_readers.py and tests/data/test_transforms.py)
 def _face_like(h: int, w: int, seed: int = 0) -> np.ndarray:
