@@ -298,3 +298,24 @@ def test_datamodule_flips_training_batches_on_the_device_only(tmp_path: Path) ->
         assert torch.equal(out, normalize_video(hflip_clips(video, flips), dm.mean, dm.std))
     with pytest.raises(ValueError, match="data.augment_on='gpu': expected 'worker' or 'device'"):
         ClipDataModule(source, UniformSampler(2), train_tf, train_tf, augment_on="gpu")
+
+
+def test_worker_samples_collate_into_contiguous_batches(tmp_path: Path) -> None:
+    """In DataLoader workers the sample's video is a (T, C, h, w) view and the collate's shared-memory stack makes
+    the batch contiguous; the batch equals the main-process one (0 workers)."""
+    from torch.utils.data import DataLoader
+
+    from fertrain.data.clip_dataset import ClipDataset
+    from fertrain.data.records import ClipRecord
+    from fertrain.data.samplers import UniformSampler
+
+    folder = tmp_path / "00001"
+    folder.mkdir()
+    for i in range(1, 5):
+        PIL.Image.fromarray(np.random.default_rng(i).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
+            folder / f"{i:05d}.jpg", quality=95)
+    ds = ClipDataset([ClipRecord(path=folder, label=1, video_id="00001", num_frames=4)] * 4, UniformSampler(3),
+                     build_clip_transform(False, size=16), train=False)
+    main = next(iter(DataLoader(ds, batch_size=4, num_workers=0)))["video"]
+    worker = next(iter(DataLoader(ds, batch_size=4, num_workers=1)))["video"]
+    assert main.is_contiguous() and worker.is_contiguous() and torch.equal(main, worker)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from fertrain.data.images import crop_box
 from fertrain.data.readers import read_frames
@@ -103,7 +103,9 @@ class ClipDataset(SeededDataset):
         if rec.box is not None:  # face box (e.g. AffectNet), before any augmentation
             frames = crop_box(frames, rec.box, rec.path)
         frames = self.transform(frames)  # (T, h, w, C) uint8
-        video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # (T, C, h, w), one copy
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, C, h, w) view
+        if get_worker_info() is None:  # in a worker the default collate copies the view into a contiguous batch
+            video = video.contiguous()
         # lean sample: plain ints (the default collate makes the int64 (B,) tensors), no per-sample tensors
         sample = {"video": video, "label": int(rec.label), "index": int(i), "video_id": rec.video_id}
         if rec.target is not None:  # soft target (e.g. FERPlus vote distribution), float32 (K,)
