@@ -360,7 +360,9 @@ class StageDataset(Dataset):
         frames = self.transform(frames)  # (T, h, w, C)
         if self.stage == "transform":
             return len(frames)
-        video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # (T, C, h, w)
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, C, h, w), as ClipDataset
+        if torch.utils.data.get_worker_info() is None:
+            video = video.contiguous()
         return len(video) if self.stage == "tensor" else video
 
 
