@@ -598,9 +598,14 @@ def _read_video_other(path: Path, idx: np.ndarray, num_frames: int, decoder: str
     """``_read_video`` with torchcodec or PyAV: the same clamping, the same OpenCV fallback on a decoder error."""
     idx = np.minimum(idx, num_frames - 1)
     unique = np.unique(idx)  # sorted
+    errors: tuple[type[BaseException], ...] = (RuntimeError, ValueError, OSError, IndexError)  # torchcodec raises these
+    if decoder == "pyav":
+        import av
+
+        errors += (av.FFmpegError,)
     try:
         frames = _read_video_torchcodec(path, unique) if decoder == "torchcodec" else _read_video_pyav(path, unique)
-    except (RuntimeError, ValueError, OSError, IndexError) as err:  # torchcodec: RuntimeError; av: av.FFmpegError
+    except errors as err:
         if str(path) not in _warned_fallback:
             _warned_fallback.add(str(path))
             log.warning("%s failed on %s (%s); decoding it with OpenCV instead", decoder, path, str(err)[-120:])
