@@ -342,7 +342,8 @@ def _read_folder(folder: Path, idx: np.ndarray, reduce_to: int | None,
     names = _cached_frame_names(folder)
     idx = np.minimum(idx, len(names) - 1)
     unique = np.unique(idx)
-    decoded = [_decode_image(folder / names[i], reduce_to) for i in unique]
+    base = os.path.join(os.fspath(folder), "")  # string paths: no Path object per frame
+    decoded = [_decode_image(base + names[i], reduce_to) for i in unique.tolist()]
     sizes = {f.shape for f in decoded}
     if len(sizes) > 1:
         listing = ", ".join(f"{names[i]}: {f.shape[1]}x{f.shape[0]}" for i, f in zip(unique, decoded))
@@ -368,10 +369,10 @@ def _draft_scale(width: int, height: int, reduce_to: int | None) -> int:
     if reduce_to is None:
         return 1
     ratio = min(width // reduce_to, height // reduce_to)
-    return next(s for s in (8, 4, 2, 1) if ratio >= s or s == 1)
+    return 8 if ratio >= 8 else 4 if ratio >= 4 else 2 if ratio >= 2 else 1
 
 
-def _decode_image(file: Path, reduce_to: int | None) -> np.ndarray:
+def _decode_image(file: Path | str, reduce_to: int | None) -> np.ndarray:
     """Decode one image file to uint8 ``(H, W, 3)`` RGB; DatasetError naming the file on failure.
 
     PIL opens every file (header only: format, mode, size). A complete colour JPEG (PIL mode ``RGB``, data
@@ -433,7 +434,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _decode_jpeg_bytes(file: Path, reduce_to: int | None) -> np.ndarray | None:
+def _decode_jpeg_bytes(file: Path | str, reduce_to: int | None) -> np.ndarray | None:
     """OpenCV decode of a colour JPEG without opening it with PIL; None when the PIL path should decide."""
     if _CV2_RGB is None:
         return None
