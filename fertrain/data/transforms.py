@@ -300,12 +300,14 @@ def seed_worker(worker_id: int) -> None:
     worker id and the global rank), then calls ``dataset.reseed(torch.initial_seed() % 2**32)`` when the
     worker's dataset has a ``reseed(seed: int)`` method, so the albumentations stream (and the sampler's rng)
     differ across workers, epochs and ranks. Passing this function to the DataLoader replaces the one Lightning
-    would add under ``seed_everything(workers=True)``.
+    would add under ``seed_everything(workers=True)``. It also limits OpenCV to one thread per worker (ours: its
+    thread pool in every worker made resizing 720p frames cost more CPU time than the decode it follows).
 
     Args:
         worker_id: index of the worker process in ``[0, num_workers)``.
     """
     pl_worker_init_function(worker_id)  # sets torch.initial_seed() to a per-(epoch, worker, rank) value
+    cv2.setNumThreads(1)  # one thread per worker, as torch does in workers: OpenCV's pool would oversubscribe cores
     info = torch.utils.data.get_worker_info()
     reseed = getattr(info.dataset, "reseed", None) if info is not None else None
     if callable(reseed):
