@@ -393,13 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fertrain_gpu_check_", dir=args.dir))
     try:
         root = tmp / "DFEW"
-        clips = 14 if args.smoke else args.clips
+        clips = 7 if args.smoke else args.clips
         log(f"writing {clips} synthetic clips to {root} ...")
         t0 = time.perf_counter()
         n_clips, n_frames = make_stream_tree(root, clips, 32 if args.smoke else 224, max(workers, 1))
         log(f"  {n_clips} clips, {n_frames} frames in {time.perf_counter() - t0:.0f} s")
         log("stream row ...")
-        rows.append(stream_row(root, device, 3.0 if args.smoke else args.stream_seconds, workers, args.smoke))
+        rows.append(stream_row(root, device, 1.5 if args.smoke else args.stream_seconds, workers, args.smoke))
         rows[-1][-1] += f"; data: {n_clips} clips, {n_frames} frames"
         log("decode rows ...")
         rows += decode_rows(root, device, workers, 256 if args.smoke else 8192, 32 if args.smoke else 224)

@@ -127,7 +127,7 @@ def test_gpu_check_smoke_prints_one_table() -> None:
             assert as_float(r[4]) > 0 and r[6].endswith("clips/s"), r
     assert steps[("CEFLNet", "fp32")][7].startswith("input 35 x 3 x 32 x 32"), "CEFLNet's clip length from its config"
     (stream,) = [r for r in rows if r[0] == "stream"]
-    assert as_float(stream[4]) > 0 and "loader wait per step median" in stream[7] and "14 clips" in stream[7]
+    assert as_float(stream[4]) > 0 and "loader wait per step median" in stream[7] and "7 clips" in stream[7]
     decode = [r for r in rows if r[0] == "decode"]
     assert len(decode) == 2 and decode[0][6].endswith("frames/s") and decode[1][7] == "needs a GPU"
     assert [r[7] for r in rows if r[0] == "ddp"] == ["needs a GPU"]
