@@ -140,7 +140,7 @@ class _Step:
             model = model.to(memory_format=torch.channels_last_3d if has_5d else torch.channels_last)
         self.params_m = count_parameters(model) / 1e6
         self.model = model
-        self.forward = torch.compile(model) if rt.compile else model
+        self.forward = torch.compile(model, dynamic=False) if rt.compile else model  # as trainer.compile=true
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.x = torch.randn(config.batch, config.frames, 3, config.size, config.size, device=rt.device)
         self.y = torch.randint(0, NUM_CLASSES, (config.batch,), device=rt.device)
@@ -350,7 +350,8 @@ def output_check(rt: Runtime, frames: int = 4, size: int = 64) -> str:
     other = copy.deepcopy(eager)
     if rt.channels_last:
         other = other.to(memory_format=torch.channels_last)
-    forward = torch.compile(other) if rt.compile else other
+    torch._dynamo.reset()  # a fresh compilation for this input
+    forward = torch.compile(other, dynamic=False) if rt.compile else other
     x = torch.randn(2, frames, 3, size, size, device=rt.device)
     y = torch.tensor([1, 4], device=rt.device)
     outs = []

@@ -112,7 +112,7 @@ def test_trainer_speed_options_compose_and_apply(tmp_path) -> None:
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     assert isinstance(trainer, Trainer)
     (options,) = [c for c in trainer.callbacks if isinstance(c, SpeedOptions)]
-    assert options.compile_kwargs == {"backend": "eager"} and options.channels_last
+    assert options.compile_kwargs == {"dynamic": False, "backend": "eager"} and options.channels_last
 
     class Task(torch.nn.Module):  # stands in for a LightningModule: the callback only reads `.net`
         def __init__(self) -> None:

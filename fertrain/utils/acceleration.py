@@ -8,7 +8,10 @@ instantiates :class:`Trainer`, ``pytorch_lightning.Trainer`` with these two argu
 - ``trainer.compile``: ``false`` (default), ``true``, or a mapping of ``torch.compile`` keyword arguments
   (``trainer.compile={mode: max-autotune, dynamic: false}``). The network is compiled in place with
   ``nn.Module.compile`` (PyTorch >= 2.2), so its ``state_dict`` keys (and checkpoints) stay those of the eager
-  model (``forward_features`` and ``forward_stages``, which tasks call directly, are compiled too). Compilation
+  model (``forward_features`` and ``forward_stages``, which tasks call directly, are compiled too). Shapes are
+  static unless ``dynamic`` says otherwise (ours: with automatic dynamic shapes, inductor 2.14 failed to compile
+  MSCM once a second batch size appeared, ``TypeError: cannot determine truth value of Relational``); a new
+  batch size (the last or an evaluation batch) is compiled once more. Compilation
   happens in the first training step; the callback reports that step's wall time
   (compilation included) and the median of the next 10 (``perf/first_step_s``, ``perf/step_s`` in the loggers
   and the console log). Works for every model; MSCM's correlation then runs as one block of all frame pairs,
@@ -53,13 +56,13 @@ def compile_kwargs(value: Any) -> dict[str, Any] | None:
     if value is None or value is False:
         return None
     if value is True:
-        return {}
+        return {"dynamic": False}
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(_COMPILE_KWARGS))
         if unknown:
             raise ValueError(f"trainer.compile: unknown torch.compile argument(s) {unknown}; expected true/false or "
                              f"a mapping with keys from {list(_COMPILE_KWARGS)}")
-        return dict(value)
+        return {"dynamic": False, **dict(value)}
     raise ValueError(f"trainer.compile={value!r}: expected true, false or a mapping of torch.compile arguments "
                      f"({', '.join(_COMPILE_KWARGS)})")
 
