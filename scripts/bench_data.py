@@ -17,16 +17,17 @@ workers): the work a loader does per clip, which a busy machine disturbs much le
 
 Loaders:
 
-- ``fertrain``: ``fertrain.data.clip_dataset.ClipDataset`` with the training transform
-  ``build_clip_transform(train=True, size=112)`` (RandomResizedCrop + horizontal flip), collated by the default
-  collate into uint8 ``(B, T, C, H, W)``. By default (``--clipdataset proposed``) its ``__getitem__`` is the
-  one proposed for issue 7 (see ``PlannedClipDataset``): frame folders decode at reduced DCT scale
-  (``read_frames(..., reduce_to=112)``), each distinct frame is decoded and augmented once, and the layout
-  change is a numpy copy. ``--clipdataset current`` measures today's ``ClipDataset``. Video frame counts
-  (``count_frames``) are filled in the main process before the workers fork, as ``DFEW(source="videos")`` does.
-- ``limit``: decode-only throughput of exactly the same frames with the same decoder, no augmentation, no
-  collation: decord ``VideoReader(num_threads=1).get_batch`` for videos; the frame reader's own JPEG decode of
-  the sampled files (same reduced scale) for frame folders. Only a frame count returns from the workers.
+- ``fertrain``: ``fertrain.data.clip_dataset.ClipDataset`` as training uses it, reading the planned frame
+  indices: the training transform ``build_clip_transform(train=True, size=112)`` (RandomResizedCrop + horizontal
+  flip), JPEG frames decoded at the transform's ``decode_size`` (full size for 224-pixel frames: no crop is
+  upsampled), the video decoder of ``--decoder`` (default decord), the default collate into uint8
+  ``(B, T, C, H, W)`` plus the sample's label, index and video id. Video frame counts (``count_frames``) are
+  filled in the main process before the workers fork, as ``DFEW(source="videos")`` does; frame-folder listings
+  likewise (the index-time listing that ``readers`` caches per process).
+- ``limit``: decode-only throughput of exactly the same frames with the same decoder at the same scale, no
+  augmentation, no collation: the ``--decoder`` reader of the video (decord: ``VideoReader(num_threads=1)
+  .get_batch``) for videos; the frame reader's own JPEG decode of the sampled files (file names resolved
+  outside the timed loop) for frame folders. Only a frame count returns from the workers.
 - ``naive`` (frame folders only): the way public DFEW codebases load a clip: list the folder, open every sampled
   JPEG with PIL at full size, apply torchvision transforms frame by frame (one RandomResizedCrop and flip draw
   per clip), ``to_tensor`` each frame (float32) and stack. ``--naive-output uint8`` returns fertrain's bytes.
@@ -47,6 +48,11 @@ process (torch alone is about 1 GB here) in full. A worker RSS that creeps up fo
 glibc's heap serving the multi-MB frame buffers (its mmap threshold adapts to them), not a leak: with
 ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment it stays flat. Linux ``/proc``; ``n/a`` elsewhere.
 
+Targets (issue 19): the fertrain loader at >= 0.85x its decode limit for frame folders and >= 0.90x for videos,
+at every worker count, from wall time and from CPU time (``speed target``); the naive loader is context.
+Decoders (``--decoders``): decode-only clips/s of every installed video decoder on the same planned frames of
+the same videos, side by side (0 workers), in a table of its own.
+
 Threads: the main process runs torch with 1 intra-op thread (``--torch-threads``), as DataLoader workers do. It
 matters with 0 workers, where collation runs in the main process: on a machine shared with other jobs, torch's
 threads wait for each other at every operator (2 threads made a 0.6 MB copy about 20x slower here).
@@ -57,7 +63,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import inspect
 import json
 import os
 import statistics
@@ -108,7 +113,7 @@ JPEG_QUALITY = 90
 DATA_VERSION = 2  # bump when the generated data change
 VIDEO_FPS = 25.0
 NUM_CLASSES = 7
-SPEED_TARGETS = {"video": ("limit", 0.85), "frames": ("naive", 2.0)}  # fertrain >= ratio x reference
+SPEED_TARGETS = {"video": ("limit", 0.90), "frames": ("limit", 0.85)}  # fertrain >= ratio x reference
 RSS_GROWTH_TARGET, RSS_GROWTH_EPOCHS = 0.05, 3  # worker RSS may grow < 5% from the end of epoch 1 to epoch 3
 
 
@@ -249,49 +254,26 @@ def warm_page_cache(records: list[ClipRecord]) -> None:
 
 # ------------------------------------------------------------------------------------------------------ loaders
 class PlannedClipDataset(ClipDataset):
-    """fertrain's ``ClipDataset`` reading the planned frame indices (every loader of a row reads the same frames).
-
-    ``proposed=True`` measures ``ClipDataset`` with the change proposed for it (until it lands). Its
-    ``__getitem__`` (1) passes ``reduce_to`` to ``read_frames`` (frame folders decode at reduced DCT scale);
-    (2) reads and augments each distinct frame once and repeats frames only after the transform (a short clip
-    sampled with repeats otherwise copies full-size frames: 44 MB for 16 frames of 1280x720); (3) makes the
-    ``(T, C, h, w)`` layout with one numpy copy instead of torch's ``permute().contiguous()`` (torch's
-    intra-op threads made that 0.6 MB copy about 20x slower in a main process on a busy machine). The output is
-    the same tensor. Once ``ClipDataset`` takes ``reduce_to`` the change has landed and its own ``__getitem__``
-    runs. ``proposed=False`` runs today's ``ClipDataset`` unchanged (full-scale JPEG decode).
-    """
+    """fertrain's ``ClipDataset``, unchanged, except that it reads the planned frame indices (every loader of a
+    row reads the same frames)."""
 
     def __init__(self, records: list[ClipRecord], plan: list[np.ndarray], transform: Callable,
-                 sampler: SegmentSampler, proposed: bool, reduce_to: int | None) -> None:
-        landed = "reduce_to" in inspect.signature(ClipDataset.__init__).parameters
-        kwargs = {"reduce_to": reduce_to} if landed and proposed else {}
-        super().__init__(records, sampler, transform, train=True, seed=0, **kwargs)
+                 sampler: SegmentSampler, decoder: str = "decord") -> None:
+        super().__init__(records, sampler, transform, train=True, seed=0, decoder=decoder)
         self.plan = plan
-        self.emulate = proposed and not landed
-        self.emulated_reduce_to = reduce_to
 
-    def frame_indices(self, i: int) -> np.ndarray:
+    def frame_indices(self, i: int, *args) -> np.ndarray:
         return self.plan[i] + self.records[i].start_frame
-
-    def __getitem__(self, i: int) -> dict:
-        if not self.emulate:
-            return super().__getitem__(i)
-        # ClipDataset.__getitem__ with the proposed change.
-        rec = self.records[i]
-        unique, inverse = np.unique(self.frame_indices(i), return_inverse=True)  # (U,), (T,)
-        frames = readers.read_frames(rec.path, unique, reduce_to=self.emulated_reduce_to)  # (U, H, W, C) uint8
-        frames = self.transform(frames)  # (U, h, w, C) uint8, one augmentation for the clip
-        video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)[inverse]))  # (T, C, h, w)
-        return {"video": video, "label": torch.tensor(rec.label, dtype=torch.long),
-                "index": torch.tensor(i, dtype=torch.long), "video_id": rec.video_id}
 
 
 class DecodeOnlyDataset(Dataset):
     """The limit: decode the planned frames with the pipeline's own decoder; returns the number of frames only."""
 
-    def __init__(self, records: list[ClipRecord], plan: list[np.ndarray], kind: str, reduce_to: int | None) -> None:
+    def __init__(self, records: list[ClipRecord], plan: list[np.ndarray], kind: str, reduce_to: int | None,
+                 decoder: str = "decord") -> None:
         self.kind = kind
         self.reduce_to = reduce_to
+        self.decoder = decoder
         self.jobs: list[tuple[str, list]] = []
         for rec, idx in zip(records, plan):
             unique = np.unique(idx + rec.start_frame)
@@ -307,9 +289,14 @@ class DecodeOnlyDataset(Dataset):
     def __getitem__(self, i: int) -> int:
         path, items = self.jobs[i]
         if self.kind == "video":
-            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-            frames = vr.get_batch(items).asnumpy()  # (U, H, W, 3) uint8
-            del vr
+            if self.decoder == "decord":
+                vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+                frames = vr.get_batch(items).asnumpy()  # (U, H, W, 3) uint8
+                del vr
+            elif self.decoder == "torchcodec":
+                frames = readers._read_video_torchcodec(Path(path), np.asarray(items))
+            else:
+                frames = readers._read_video_pyav(Path(path), np.asarray(items))
             return len(frames)
         return len([readers._decode_image(f, self.reduce_to) for f in items])  # the reader's own JPEG decode
 
@@ -351,43 +338,47 @@ class NaiveFrameDataset(Dataset):
 class StageDataset(Dataset):
     """The fertrain path cut after one stage (``--breakdown``): what each stage adds per clip.
 
-    Stages: ``read`` = ``read_frames`` of the distinct frames (listing or frame count, decode, layout);
-    ``transform`` = + the clip transform; ``tensor`` = + the ``(T, C, h, w)`` tensor with repeats; ``collate``
-    = the tensor alone through the default collate (shared memory between processes). The first three return
-    a frame count, as the limit does.
+    Stages: ``read`` = ``read_frames`` of the clip with ClipDataset's read options (cached listing or frame
+    count, decode, layout); ``transform`` = + the clip transform; ``tensor`` = + the ``(T, C, h, w)`` tensor;
+    ``collate`` = the tensor alone through the default collate (shared memory between processes). The first
+    three return a frame count, as the limit does.
     """
 
     def __init__(self, records: list[ClipRecord], plan: list[np.ndarray], transform: Callable,
-                 reduce_to: int | None, stage: str) -> None:
-        self.records, self.plan, self.transform, self.reduce_to, self.stage = records, plan, transform, reduce_to, stage
+                 read_options: dict, stage: str) -> None:
+        self.records, self.plan, self.transform, self.stage = records, plan, transform, stage
+        self.read_options = read_options
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> int | torch.Tensor:
         rec = self.records[i]
-        unique, inverse = np.unique(self.plan[i] + rec.start_frame, return_inverse=True)
-        frames = readers.read_frames(rec.path, unique, reduce_to=self.reduce_to)  # (U, H, W, C)
+        frames = readers.read_frames(rec.path, self.plan[i] + rec.start_frame, **self.read_options)  # (T, H, W, C)
         if self.stage == "read":
             return len(frames)
-        frames = self.transform(frames)  # (U, h, w, C)
+        frames = self.transform(frames)  # (T, h, w, C)
         if self.stage == "transform":
             return len(frames)
-        video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)[inverse]))  # (T, C, h, w)
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, C, h, w), as ClipDataset
+        if torch.utils.data.get_worker_info() is None:
+            video = video.contiguous()
         return len(video) if self.stage == "tensor" else video
 
 
 def breakdown(source: Source, records: list[ClipRecord], plan: list[np.ndarray], workers: int, epochs: int,
-              batch_size: int, reduce_to: int | None, size: int) -> str:
+              batch_size: int, size: int, decoder: str) -> str:
     """Table of CPU ms per clip after each stage of the fertrain path, all stages side by side."""
     transform = build_clip_transform(True, size=size, seed=0)
+    fertrain = PlannedClipDataset(records, plan, transform, SegmentSampler(8, 2), decoder)
+    options = fertrain.read_options
+    reduce_to = options["reduce_to"] if source.kind == "frames" else None
     loaders: list[tuple[str, Dataset, Callable | None]] = [
-        ("decode only (limit)", DecodeOnlyDataset(records, plan, source.kind, reduce_to), _count_collate)]
-    loaders += [(f"+ {stage}", StageDataset(records, plan, transform, reduce_to, stage),
+        ("decode only (limit)", DecodeOnlyDataset(records, plan, source.kind, reduce_to, decoder), _count_collate)]
+    loaders += [(f"+ {stage}", StageDataset(records, plan, transform, options, stage),
                  None if stage == "collate" else _count_collate) for stage in ("read", "transform", "tensor")]
-    loaders.append(("+ collate (tensor only)", StageDataset(records, plan, transform, reduce_to, "collate"), None))
-    loaders.append(("fertrain (ClipDataset dict)", PlannedClipDataset(records, plan, transform, SegmentSampler(8, 2),
-                                                                     True, reduce_to), None))
+    loaders.append(("+ collate (tensor only)", StageDataset(records, plan, transform, options, "collate"), None))
+    loaders.append(("fertrain (ClipDataset dict)", fertrain, None))
     rows, previous = [], None
     for r in measure_side_by_side(source, loaders, workers, epochs, batch_size):
         cpu = r.cpu_ms_per_clip
@@ -395,6 +386,19 @@ def breakdown(source: Source, records: list[ClipRecord], plan: list[np.ndarray],
         rows.append([r.loader, fmt(cpu, 2), step, fmt(r.clips_per_s, 1)])
         previous = cpu
     return markdown_table(["stage (cumulative)", "CPU ms/clip", "added", "clips/s"], rows)
+
+
+def decoder_table(results: list[Result]) -> str:
+    """Decode-only throughput of each video decoder on the same clips (0 workers), relative to decord."""
+    by_key = {(r.source.key, r.loader): r for r in results}
+    rows = []
+    for r in results:
+        ref = by_key.get((r.source.key, "decord"))
+        wall, cpu = r.speedup_over(ref), r.speedup_over(ref, cpu=True)
+        rows.append([r.source.label, r.loader, fmt(r.clips_per_s, 1), fmt(r.cpu_ms_per_clip, 2),
+                     "—" if r.loader == "decord" or wall is None else f"{wall:.2f}",
+                     "—" if r.loader == "decord" or cpu is None else f"{cpu:.2f}"])
+    return markdown_table(["source", "decoder", "clips/s", "CPU ms/clip", "x decord (wall)", "x decord (CPU)"], rows)
 
 
 def _count_collate(batch: list[int]) -> int:
@@ -543,6 +547,14 @@ def table(results: list[Result], epochs: int) -> str:
     return markdown_table(header, rows)
 
 
+def _verdict(r: Result, results: list[Result]) -> bool:
+    """Whether the fertrain row ``r`` meets its speed target in wall and in CPU time."""
+    ref_name, need = SPEED_TARGETS[r.source.kind]
+    ref = next((x for x in results if (x.source.key, x.workers, x.loader) == (r.source.key, r.workers, ref_name)), None)
+    wall, cpu = r.speedup_over(ref), r.speedup_over(ref, cpu=True)
+    return wall is not None and wall >= need and (cpu is None or cpu >= need)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -559,9 +571,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench",
                         help="where generated clips are kept (default .cache/bench, git-ignored)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data generation and frame sampling")
-    parser.add_argument("--clipdataset", choices=["proposed", "current"], default="proposed",
-                        help="fertrain row: ClipDataset with the change proposed for issue 7 (default) or as it is "
-                             "today")
+    parser.add_argument("--decoder", choices=list(readers.VIDEO_DECODERS), default="decord",
+                        help="video decoder of the fertrain and limit rows (data.decoder; default decord)")
+    parser.add_argument("--decoders", nargs="*", default=None,
+                        help="video decoders compared decode-only on the same clips (default: every installed one; "
+                             "none: skip the table)")
     parser.add_argument("--naive-output", choices=["float", "uint8"], default="float",
                         help="naive loader's clip tensor: float32 from per-frame to_tensor, as the public DFEW "
                              "codebases (default), or uint8 like fertrain's")
@@ -615,15 +629,19 @@ def main(argv: list[str] | None = None) -> int:
                      f"frame counts from {counts_from}")
         plans.append((source, records, plan))
 
+    readers.check_decoder(args.decoder)
     results: list[Result] = []
     for source, records, plan in plans:
-        reduce_to = size if source.kind == "frames" and args.clipdataset == "proposed" else None
+        if source.kind == "frames":
+            for rec in records:
+                readers.list_frame_files(rec.path)  # the index-time listing, cached before the workers fork
         for w in workers:
+            fertrain = PlannedClipDataset(records, plan, build_clip_transform(True, size=size, seed=0), sampler,
+                                          args.decoder)
+            reduce_to = fertrain.read_options["reduce_to"] if source.kind == "frames" else None
             loaders: list[tuple[str, Dataset, Callable | None]] = [
-                ("limit", DecodeOnlyDataset(records, plan, source.kind, reduce_to), _count_collate),
-                ("fertrain", PlannedClipDataset(records, plan, build_clip_transform(True, size=size, seed=0),
-                                                sampler, proposed=args.clipdataset == "proposed",
-                                                reduce_to=reduce_to), None),
+                ("limit", DecodeOnlyDataset(records, plan, source.kind, reduce_to, args.decoder), _count_collate),
+                ("fertrain", fertrain, None),
             ]
             if source.kind == "frames":
                 loaders.append(("naive", NaiveFrameDataset(records, plan, size, args.naive_output), None))
@@ -631,9 +649,26 @@ def main(argv: list[str] | None = None) -> int:
             for r in measure_side_by_side(source, loaders, w, epochs, preset.batch_size):
                 results.append(r)
                 log(f"  {r.loader}: {r.clips_per_s:.1f} clips/s, {fmt(r.cpu_ms_per_clip, 2)} CPU ms/clip")
+    decoders = args.decoders
+    if decoders is None:  # every installed decoder
+        decoders = []
+        for name in readers.VIDEO_DECODERS:
+            try:
+                readers.check_decoder(name)
+                decoders.append(name)
+            except readers.DatasetError as err:
+                notes.append(f"decoder {name} not compared: {str(err)[:160]}")
+    decoder_results: list[Result] = []
+    for source, records, plan in plans:
+        if source.kind != "video" or not decoders:
+            continue
+        log(f"{source.label}: decoders {', '.join(decoders)} side by side ...")
+        loaders = [(d, DecodeOnlyDataset(records, plan, "video", None, d), _count_collate) for d in decoders]
+        decoder_results += measure_side_by_side(source, loaders, 0, epochs, preset.batch_size)
 
     timed = f"epoch 1 warms up, epochs 2..{epochs} are timed rounds" if epochs > 1 else "one timed epoch"
-    print(f"# bench_data ({args.preset}, ClipDataset {args.clipdataset}, naive output {args.naive_output}): "
+    print(f"# bench_data ({args.preset}, decoder {args.decoder}, training augmentation, naive output "
+          f"{args.naive_output}): "
           f"clips of {clip_len} frames -> "
           f"{size}x{size}, batch {preset.batch_size}; {epochs} epochs per loader ({timed}), loaders of a row "
           f"side by side")
@@ -646,12 +681,21 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results, epochs))
     print()
+    met = [r for r in results if r.loader == "fertrain"]
+    verdicts = [_verdict(r, results) for r in met]
+    print(f"speed targets (frame folders >= {SPEED_TARGETS['frames'][1]}x, videos >= {SPEED_TARGETS['video'][1]}x "
+          f"their decode limit, wall and CPU time): {sum(verdicts)} of {len(verdicts)} rows met -> "
+          + ("met" if all(verdicts) else "NOT met"))
+    print()
+    if decoder_results:
+        print(f"## video decoders, decode only, same clips and frames, 0 workers")
+        print(decoder_table(decoder_results))
+        print()
     if args.breakdown:
         for source, records, plan in plans:
-            reduce_to = size if source.kind == "frames" else None
             log(f"{source.label}: stage breakdown ...")
             print(f"## {source.label}: stage breakdown, 1 worker ({load_line()})")
-            print(breakdown(source, records, plan, 1, epochs, preset.batch_size, reduce_to, size))
+            print(breakdown(source, records, plan, 1, epochs, preset.batch_size, size, args.decoder))
             print()
     print(f"after: {load_line()}")
     return 0

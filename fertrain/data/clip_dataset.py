@@ -11,12 +11,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from fertrain.data.images import IMAGE_FILE_SUFFIXES, crop_box
 from fertrain.data.integrity import UnusableSampleError, classify_error
 from fertrain.data.readers import count_frames, read_frames
 from fertrain.data.records import ClipRecord, DatasetError, FrameSampler
+from fertrain.data.transforms import ClipTransform
 
 
 class SeededDataset(Dataset):
@@ -60,11 +61,14 @@ class ClipDataset(SeededDataset):
             :func:`fertrain.data.transforms.seed_worker`).
         split: split name quoted in error messages (``"train"``, ...).
         skip_unusable: return unusable samples marked instead of raising (``data.skip_corrupt``; see below).
+        decoder: video decoder, ``data.decoder`` (:data:`fertrain.data.readers.VIDEO_DECODERS`).
 
-    ``__getitem__(i)`` returns a dict: ``video`` uint8 tensor ``(T, C, h, w)`` (0..255, RGB), ``label`` int64 scalar,
-    ``index`` int64 scalar (= i), ``video_id`` str; plus ``target`` float32 ``(K,)`` when the record has a soft
-    target, and float32 tensors of the record's ``extra`` annotations (e.g. ``valence``, ``arousal``, ``landmarks``
-    ``(68, 2)``). A record's face ``box`` crops the decoded frames before the transform.
+    ``__getitem__(i)`` returns a dict: ``video`` uint8 tensor ``(T, C, h, w)`` (0..255, RGB), ``label`` int,
+    ``index`` int (= i), ``video_id`` str (collated into int64 ``(B,)`` tensors and a list); plus ``target`` float32
+    ``(K,)`` when the record has a soft target, and float32 tensors of the record's ``extra`` annotations (e.g.
+    ``valence``, ``arousal``, ``landmarks`` ``(68, 2)``). A record's face ``box`` crops the decoded frames before the
+    transform. JPEG frames are decoded at reduced DCT scale where no crop of the transform gets upsampled
+    (``ClipTransform.decode_size``; full size when records carry face boxes, which are in full-size pixels).
 
     Unusable media (:mod:`fertrain.data.integrity`): a video whose decodable frames are fewer than the record
     indexes is *truncated*; with ``skip_unusable`` the sampler then draws only from the frames that decode and the
@@ -88,8 +92,14 @@ class ClipDataset(SeededDataset):
         seed: int = 0,
         split: str = "",
         skip_unusable: bool = False,
+        decoder: str = "decord",
     ) -> None:
         self.records = list(records)
+        # how frames are read: JPEG frames at reduced DCT scale down to the transform's decode_size; video decoder
+        has_box = any(r.box is not None for r in self.records)
+        reduce_to = None if has_box else getattr(transform, "decode_size", None)
+        as_list = not has_box and isinstance(transform, ClipTransform)  # frames go to the transform unstacked
+        self.read_options = {"reduce_to": reduce_to, "decoder": decoder, "as_list": as_list}
         self.split = split
         self.skip_unusable = skip_unusable
         self.sampler = sampler
@@ -131,7 +141,8 @@ class ClipDataset(SeededDataset):
         self._truncated = None
         rng = self.rng_for(i)  # before the transform runs: it may reseed the augmentation stream
         try:
-            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i, rng))  # (T, H, W, C) uint8
+            frames = read_frames(rec.frame_files or rec.path, self.frame_indices(i, rng),
+                                 **self.read_options)  # (T, H, W, C) uint8
         except DatasetError as err:  # say which sample, and how to skip unusable ones
             reason = classify_error(err)
             if self.skip_unusable:
@@ -145,9 +156,11 @@ class ClipDataset(SeededDataset):
         if rec.box is not None:  # face box (e.g. AffectNet), before any augmentation
             frames = crop_box(frames, rec.box, rec.path)
         frames = self.transform(frames)  # (T, h, w, C) uint8
-        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()  # (T, C, h, w)
-        sample = {"video": video, "label": torch.tensor(rec.label, dtype=torch.long),
-                  "index": torch.tensor(i, dtype=torch.long), "video_id": rec.video_id}
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, C, h, w) view
+        if get_worker_info() is None:  # in a worker the default collate copies the view into a contiguous batch
+            video = video.contiguous()
+        # lean sample: plain ints (the default collate makes the int64 (B,) tensors), no per-sample tensors
+        sample = {"video": video, "label": int(rec.label), "index": int(i), "video_id": rec.video_id}
         if rec.target is not None:  # soft target (e.g. FERPlus vote distribution), float32 (K,)
             sample["target"] = torch.tensor(rec.target, dtype=torch.float32)
         if rec.extra:  # further annotations (e.g. AffectNet valence/arousal/landmarks), float32

@@ -17,9 +17,10 @@ from torch.utils.data import DataLoader, default_collate
 
 from fertrain.data.clip_dataset import ClipDataset
 from fertrain.data.integrity import LEVELS, SampleCheck, UnusableSampleError, check_sample
+from fertrain.data.readers import check_decoder
 from fertrain.data.records import SPLITS, ClipRecord, DatasetError, FrameSampler, RecordSource
 from fertrain.data.resumable import EpochSampler, ResumableDataLoader
-from fertrain.data.transforms import seed_worker
+from fertrain.data.transforms import flip_draws, hflip_clips, seed_worker
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,16 @@ class ClipDataModule(pl.LightningDataModule):
         eval_batch_size: clips per val/test batch per device (default: ``batch_size``).
         num_workers: DataLoader worker processes per device.
         mean, std: per-channel normalisation of 0..1 RGB values.
-        pin_memory, persistent_workers: passed to the DataLoader.
+        pin_memory: page-locked batches; None (default): on when training on a CUDA device.
+        persistent_workers: passed to the DataLoader.
+        decoder: video decoder ``data.decoder``: ``decord`` (default), ``torchcodec`` or ``pyav``
+            (:data:`fertrain.data.readers.VIDEO_DECODERS`; checked here, in the main process).
+        augment_on: ``data.augment_on``: ``"worker"`` (default: the whole train transform runs in the DataLoader
+            workers) or ``"device"``: the train transform's horizontal flip moves onto the device, after the batch
+            transfer, before normalisation (which is always on the device). Each training clip is mirrored with
+            the transform's flip probability, decided by a hash of ``(seed, epoch, sample index)``
+            (:func:`fertrain.data.transforms.flip_draws`): the same distribution as the worker path (tested), and
+            the same draws when a run resumes.
         seed: seed of the main-process sampler/augmentation streams (workers are reseeded per worker and epoch).
         class_balanced: draw training samples with probability inversely proportional to their class frequency
             (weight ``1 / n_c``, with replacement, ``len(train)`` draws per epoch, from a generator seeded by
@@ -115,7 +125,7 @@ class ClipDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = False,
         seed: int = 0,
         class_balanced: bool = False,
@@ -124,6 +134,8 @@ class ClipDataModule(pl.LightningDataModule):
         min_frames: int = 1,
         check_level: str = "auto",
         output_dir: str | None = None,
+        decoder: str = "decord",
+        augment_on: str = "worker",
     ) -> None:
         super().__init__()
         if not isinstance(skip_corrupt, bool):
@@ -134,6 +146,14 @@ class ClipDataModule(pl.LightningDataModule):
             raise DatasetError(f"data.min_frames must be an integer >= 1 (frames), got {min_frames!r}")
         if check_level not in ("auto", *LEVELS):
             raise DatasetError(f"data.check_level must be one of auto, {', '.join(LEVELS)}; got {check_level!r}")
+        check_decoder(decoder)  # in the main process: one clear error before any worker starts
+        if augment_on not in ("worker", "device"):
+            raise ValueError(f"data.augment_on={augment_on!r}: expected 'worker' or 'device'")
+        self.decoder = decoder
+        self.augment_on = augment_on
+        # device: the train transform keeps crop (and jitter, rotation), the flip moves to on_after_batch_transfer
+        pop_flip = getattr(train_transform, "pop_flip", None)
+        self.device_hflip = float(pop_flip()) if augment_on == "device" and callable(pop_flip) else 0.0
         self.skip_corrupt = skip_corrupt
         self.max_corrupt_frac = float(max_corrupt_frac)
         self.min_frames = min_frames
@@ -202,7 +222,7 @@ class ClipDataModule(pl.LightningDataModule):
             train = split == "train"
             self.datasets[split] = ClipDataset(
                 records, self.sampler, self.train_transform if train else self.eval_transform,
-                train=train, seed=self.seed, split=split, skip_unusable=self.skip_corrupt,
+                train=train, seed=self.seed, split=split, skip_unusable=self.skip_corrupt, decoder=self.decoder,
             )
             counts = Counter(r.label for r in records)
             per_class = ", ".join(f"{n}={counts.get(i, 0)}" for i, n in enumerate(self.class_names))
@@ -424,7 +444,7 @@ class ClipDataModule(pl.LightningDataModule):
             shuffle=False,
             sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin_memory(),
             persistent_workers=self.persistent_workers,
             drop_last=train and len(ds) > self.batch_size,
             worker_init_fn=seed_worker,
@@ -440,14 +460,36 @@ class ClipDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
+    def _pin_memory(self) -> bool:
+        """``pin_memory``; None (default) = True when training on a CUDA device (page-locked batches copy to the
+        GPU asynchronously), else False."""
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return getattr(trainer.strategy.root_device, "type", "cpu") == "cuda"
+        return torch.cuda.is_available()
+
+    def _training(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.training
+
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Count the samples the batch reports as unusable or truncated (:meth:`record_unusable`)."""
+        """Count the samples the batch reports as unusable or truncated (:meth:`record_unusable`); then, with
+        ``data.augment_on=device``, draw the training batch's flips on the CPU (``_hflip`` bool ``(B,)``)."""
         if "_unusable" in batch or "_truncated" in batch:
             self.record_unusable(batch)
+        if self.device_hflip > 0 and self._training() and isinstance(batch, dict) and "index" in batch:
+            batch["_hflip"] = torch.from_numpy(
+                flip_draws(batch["index"].numpy(), self.device_hflip, self.seed, self.trainer.current_epoch))
         return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Normalise ``video`` on the device: uint8 ``(B, T, C, H, W)`` -> float32 ``(B, T, C, H, W)``."""
+        """Normalise ``video`` on the device: uint8 ``(B, T, C, H, W)`` -> float32 ``(B, T, C, H, W)``; with
+        ``data.augment_on=device`` training clips are first mirrored left-right where ``_hflip`` says so."""
+        flips = batch.pop("_hflip", None) if isinstance(batch, dict) else None
+        if flips is not None:
+            batch["video"] = hflip_clips(batch["video"], flips)
         if batch["video"].dtype == torch.uint8:
             batch["video"] = normalize_video(batch["video"], self.mean, self.std)
         return batch

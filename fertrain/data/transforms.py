@@ -15,6 +15,7 @@ and the sampler's generator.
 
 from __future__ import annotations
 
+import math
 import random
 
 import albumentations as A
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
 
-__all__ = ["ClipTransform", "build_clip_transform", "seed_worker"]
+__all__ = ["ClipTransform", "build_clip_transform", "flip_draws", "hflip_clips", "seed_worker"]
 
 
 class ClipTransform:
@@ -44,6 +45,7 @@ class ClipTransform:
         """
         self.compose = compose
         self.size = size
+        self._plan = _fast_plan(compose)
         if seed is not None:
             self.set_random_seed(seed)
 
@@ -54,7 +56,8 @@ class ClipTransform:
         """Transform one clip.
 
         Args:
-            frames: uint8 ``(T, H, W, C)`` in ``[0, 255]``, T >= 1 (C = 3 for RGB).
+            frames: uint8 ``(T, H, W, C)`` in ``[0, 255]``, T >= 1 (C = 3 for RGB), or a list of T uint8
+                ``(H, W, C)`` frames of one size (stacked first where the fast path does not apply).
 
         Returns:
             uint8 ``(T, size, size, C)``, C-contiguous; one set of random parameters for all T frames.
@@ -63,11 +66,19 @@ class ClipTransform:
             ValueError: ``frames`` is not a uint8 array of shape ``(T, H, W, C)`` with T >= 1, or the pipeline
                 did not produce ``size x size`` frames.
         """
+        if isinstance(frames, (list, tuple)):  # frames as read (readers.read_frames(as_list=True))
+            if self._plan is not None and _same_frames(frames):
+                out = self._fast_call(frames)
+                if out is not None:
+                    return out
+            frames = np.stack(frames) if len(frames) else np.empty((0,), np.uint8)
         if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or len(frames) < 1:
             shape = getattr(frames, "shape", None)
             dtype = getattr(frames, "dtype", type(frames).__name__)
             raise ValueError(f"ClipTransform expects uint8 (T, H, W, C) with T >= 1, got {dtype} of shape {shape}")
-        out = self.compose(images=frames)["images"]  # one parameter draw for the whole clip
+        out = self._fast_call(frames) if self._plan is not None and frames.ndim == 4 else None
+        if out is None:
+            out = self.compose(images=frames)["images"]  # one parameter draw for the whole clip
         out = np.ascontiguousarray(out, dtype=np.uint8)
         if out.shape[:3] != (len(frames), self.size, self.size):
             raise ValueError(
@@ -75,6 +86,75 @@ class ClipTransform:
                 f"expected (T, {self.size}, {self.size}, C)"
             )
         return out
+
+    @property
+    def decode_size(self) -> int | None:
+        """Shorter side (pixels) frames may be decoded at without any crop being upsampled (OURS): the reader
+        decodes JPEGs at reduced DCT scale down to this (``read_frames(reduce_to=...)``); None = full size.
+
+        ``SmallestMaxSize(s)`` first (the eval pipeline; train with ``resize``): ``s``. ``RandomResizedCrop`` first:
+        ``ceil(size / m)`` with ``m = sqrt(scale_min * min(ratio_min, 1 / ratio_max))`` the smallest side of a crop
+        relative to the frame's shorter side (DFEW's 224-pixel frames at ``size=112``, scale (0.8, 1), ratio
+        (3/4, 4/3): 145, i.e. full-size decode in training, half-size (112) in evaluation). Other pipelines: None.
+        """
+        first = self.compose.transforms[0] if len(self.compose.transforms) else None
+        if isinstance(first, A.SmallestMaxSize) and isinstance(first.max_size, int):
+            return int(first.max_size)
+        if isinstance(first, A.RandomResizedCrop):
+            low = min(first.ratio[0], 1.0 / first.ratio[1], 1.0)
+            return int(math.ceil(max(first.size) / math.sqrt(first.scale[0] * low) - 1e-9))
+        return None
+
+    def _fast_call(self, frames: np.ndarray) -> np.ndarray | None:
+        """The two standard pipelines without albumentations' per-call machinery (OURS, for speed): the same
+        random draws from the same generator (``get_params_dependent_on_data`` of the transforms themselves), the
+        crop as a view of the decoded frames, one ``cv2.resize`` per frame straight into one contiguous output
+        array, the flip in place (one ``cv2.flip`` of the whole clip). The same pixels as ``compose(images=...)``
+        (tests/test_speed.py); None when a case is not covered (albumentations then runs)."""
+        T, (H, W, C) = len(frames), frames[0].shape
+        c = self.compose
+        kind, ops = self._plan
+        if not c.py_random.random() < c.p:  # Compose.__call__'s own draw
+            return frames if isinstance(frames, np.ndarray) else np.stack(frames)
+        if kind == "train":
+            crop_op, flip_op = ops
+            x1, y1, x2, y2 = crop_op.get_params_dependent_on_data({"shape": (H, W, C)}, {})["crop_coords"]
+            out = np.empty((T, *crop_op.size, C), np.uint8)
+            interp = crop_op._get_interpolation_for_resize((y2 - y1, x2 - x1), "image")
+            for t in range(T):
+                _resize_into(frames[t][y1:y2, x1:x2], out[t], interp)  # the crop: a view of the decoded frame
+            if flip_op is not None and flip_op.should_apply():
+                flat = out.reshape(T * out.shape[1], out.shape[2], C)
+                cv2.flip(flat, 1, dst=flat)  # (T*h, w, C) in place
+            return out
+        resize_op, crop_op = ops
+        scale = resize_op.get_params_dependent_on_data({"shape": (H, W, C)}, {})["scale"]
+        rh, rw = max(1, round(H * scale)), max(1, round(W * scale))
+        ch, cw = crop_op.height, crop_op.width
+        if rh < ch or rw < cw or C > 4:
+            return None
+        y1, x1 = (rh - ch) // 2, (rw - cw) // 2
+        out = np.empty((T, ch, cw, C), np.uint8)
+        if (rh, rw) == (H, W):
+            for t in range(T):
+                out[t] = frames[t][y1:y1 + ch, x1:x1 + cw]
+            return out
+        resized = np.empty((rh, rw, C), np.uint8)
+        for t in range(T):
+            _resize_into(frames[t], resized, resize_op.interpolation)
+            out[t] = resized[y1:y1 + ch, x1:x1 + cw]
+        return out
+
+    def pop_flip(self) -> float:
+        """Turn off the pipeline's horizontal flip and return its probability (0.0 if it has none): for
+        ``data.augment_on=device``, where the datamodule flips on the device instead (flip commutes with the
+        other ops, in distribution, so moving it to the end keeps the augmentation's distribution)."""
+        p = 0.0
+        for t in self.compose.transforms:
+            if isinstance(t, A.HorizontalFlip):
+                p, t.p = float(t.p), 0.0
+        self._plan = _fast_plan(self.compose)
+        return p
 
     def set_random_seed(self, seed: int) -> None:
         """Reseed the augmentation stream (call once per DataLoader worker, see ``seed_worker``).
@@ -87,6 +167,41 @@ class ClipTransform:
             seed: integer seed in ``[0, 2**32)``.
         """
         self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def _resize_into(src: np.ndarray, dst: np.ndarray, interpolation: int) -> None:
+    """``cv2.resize`` of one frame ``src`` (H, W, C), a view, into ``dst`` (h, w, C) in place; a copy when the sizes
+    are equal (albumentations returns the frame itself then)."""
+    if src.shape[:2] == dst.shape[:2]:
+        dst[:] = src
+    else:
+        cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
+
+
+def _same_frames(frames: list | tuple) -> bool:
+    """A non-empty list of uint8 ``(H, W, C)`` frames of one shape."""
+    if not frames:
+        return False
+    first = frames[0]
+    return (isinstance(first, np.ndarray) and first.dtype == np.uint8 and first.ndim == 3
+            and all(isinstance(f, np.ndarray) and f.shape == first.shape and f.dtype == np.uint8 for f in frames))
+
+
+def _fast_plan(compose: A.Compose) -> tuple[str, tuple] | None:
+    """``("train", (RandomResizedCrop, flip or None))`` or ``("eval", (SmallestMaxSize, CenterCrop))`` when
+    ``compose`` is exactly one of the two standard pipelines of :func:`build_clip_transform` with nothing else that
+    could change the result (no bbox/keypoint processors, every op always applied except the flip), else None."""
+    ops = list(compose.transforms)
+    if getattr(compose, "processors", None) or any(not isinstance(t, A.BasicTransform) for t in ops):
+        return None
+    if (1 <= len(ops) <= 2 and type(ops[0]) is A.RandomResizedCrop and ops[0].p >= 1.0
+            and (len(ops) == 1 or type(ops[1]) is _ClipHorizontalFlip)):
+        return "train", (ops[0], ops[1] if len(ops) == 2 else None)
+    if (len(ops) == 2 and type(ops[0]) is A.SmallestMaxSize and isinstance(ops[0].max_size, int)
+            and ops[0].area_for_downscale is None and ops[0].p >= 1.0 and type(ops[1]) is A.CenterCrop
+            and ops[1].p >= 1.0 and not ops[1].pad_if_needed):
+        return "eval", (ops[0], ops[1])
+    return None
 
 
 class _ClipHorizontalFlip(A.HorizontalFlip):
@@ -185,13 +300,52 @@ def seed_worker(worker_id: int) -> None:
     worker id and the global rank), then calls ``dataset.reseed(torch.initial_seed() % 2**32)`` when the
     worker's dataset has a ``reseed(seed: int)`` method, so the albumentations stream (and the sampler's rng)
     differ across workers, epochs and ranks. Passing this function to the DataLoader replaces the one Lightning
-    would add under ``seed_everything(workers=True)``.
+    would add under ``seed_everything(workers=True)``. It also limits OpenCV to one thread per worker (ours: with its
+    thread pool the train transform of a 16-frame 720p clip took 1.4 CPU ms instead of 0.9 on the development
+    machine, and workers already use every core).
 
     Args:
         worker_id: index of the worker process in ``[0, num_workers)``.
     """
     pl_worker_init_function(worker_id)  # sets torch.initial_seed() to a per-(epoch, worker, rank) value
+    cv2.setNumThreads(1)  # one thread per worker, as torch does in workers: OpenCV's pool would oversubscribe cores
     info = torch.utils.data.get_worker_info()
     reseed = getattr(info.dataset, "reseed", None) if info is not None else None
     if callable(reseed):
         reseed(torch.initial_seed() % 2**32)
+
+
+# ------------------------------------------------------------------------------- flips on the device
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (Steele, Lea, Flood, OOPSLA 2014) on uint64 arrays: a well-mixed hash of each value."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+        return z ^ (z >> np.uint64(31))
+
+
+def flip_draws(index: np.ndarray, p: float, seed: int, epoch: int) -> np.ndarray:
+    """Which clips to mirror: bool ``(B,)``, True with probability ``p`` independently per clip (OURS).
+
+    The draw of a clip is a hash of ``(seed, epoch, sample index)`` mapped to a uniform number in [0, 1): it does
+    not depend on the batch, the worker, the device or the process (DDP ranks agree; a resumed run draws the same).
+
+    Args:
+        index: int ``(B,)`` dataset indices of the clips.
+        p: flip probability in [0, 1].
+        seed, epoch: run seed and epoch.
+    """
+    key = _splitmix64(_splitmix64(np.asarray([seed], dtype=np.int64).astype(np.uint64)) ^ np.uint64(epoch))
+    z = _splitmix64(np.asarray(index, dtype=np.int64).astype(np.uint64) ^ key)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53) < p
+
+
+def hflip_clips(video: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the clips of ``video`` (``(B, ..., W)``, any dtype, any device) where ``flips`` (bool
+    ``(B,)``) is True; the others unchanged."""
+    flips = flips.to(video.device, non_blocking=True).view(-1, *([1] * (video.ndim - 1)))
+    return torch.where(flips, video.flip(-1), video)

@@ -123,13 +123,15 @@ def test_frame_folder_natural_order_and_only_requested_files_opened(
     assert count_frames(folder) == 12
 
     opened: list[str] = []
-    real_open = PIL.Image.open
+    from fertrain.data import readers
 
-    def counting_open(fp, *args, **kwargs):  # noqa: ANN001, ANN202
+    real_decode = readers._decode_image  # every frame file is opened here (PIL, or its bytes for OpenCV)
+
+    def counting_decode(fp, *args, **kwargs):  # noqa: ANN001, ANN202
         opened.append(Path(fp).name)
-        return real_open(fp, *args, **kwargs)
+        return real_decode(fp, *args, **kwargs)
 
-    monkeypatch.setattr(PIL.Image, "open", counting_open)
+    monkeypatch.setattr(readers, "_decode_image", counting_decode)
     frames = read_frames(folder, np.array([9, 1, 1, 0, 40]))
     assert frames.shape == (5, H, W, 3) and frames.dtype == np.uint8
     assert frame_numbers(frames) == [9, 1, 1, 0, 11]  # 40 clamped to the last frame
