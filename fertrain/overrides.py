@@ -43,21 +43,31 @@ def _key(override: str) -> tuple[str, str] | None:
 
 
 def _callable_hints(target: str) -> tuple[Any, dict[str, Any]] | None:
+    """``(callable, {argument: annotation})``; for a class, the ``__init__`` annotations of every class in its MRO
+    (a subclass that forwards ``**kwargs``, e.g. :class:`fertrain.acceleration.Trainer`, keeps its base's)."""
     from hydra.utils import get_object
 
     try:
         obj = get_object(target)
     except Exception:  # noqa: BLE001 - an unimportable target fails later with its own message
         return None
-    fn = obj.__init__ if inspect.isclass(obj) else obj
+    fns = ([c.__dict__["__init__"] for c in reversed(obj.__mro__) if "__init__" in c.__dict__ and c is not object]
+           if inspect.isclass(obj) else [obj])
+    hints: dict[str, Any] = {}
+    for fn in fns:
+        hints.update(_hints(fn))
+    return obj, hints
+
+
+def _hints(fn: Any) -> dict[str, Any]:
     try:
-        return obj, typing.get_type_hints(fn)
+        return typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - unresolvable annotations: accept anything
         try:
-            return obj, {k: p.annotation for k, p in inspect.signature(fn).parameters.items()
-                         if p.annotation is not inspect.Parameter.empty and not isinstance(p.annotation, str)}
+            return {k: p.annotation for k, p in inspect.signature(fn).parameters.items()
+                    if p.annotation is not inspect.Parameter.empty and not isinstance(p.annotation, str)}
         except (TypeError, ValueError):
-            return None
+            return {}
 
 
 def _fits(value: Any, hint: Any) -> bool | None:

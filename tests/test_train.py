@@ -219,9 +219,9 @@ def test_predict_only_run_has_its_own_record(tmp_path: Path, cache: list[str]) -
 CLI_ERRORS = [  # (overrides, exit status, the one error line must contain)
     (["trainer.max_epochz=3"], 2, "unknown config key 'trainer.max_epochz' (override trainer.max_epochz=...)"),
     (["trainer.max_epochs=abc"], 2, "trainer.max_epochs=abc: expected int or null (argument max_epochs of "
-                                    "pytorch_lightning.Trainer), got str 'abc'"),
+                                    "fertrain.acceleration.Trainer), got str 'abc'"),
     (["monitor.mode=up"], 2, "monitor.mode=up: expected one of 'min', 'max' (fertrain's config), got str 'up'"),
-    (["+model.dropout=1.5"], 2, "model: cannot build tests.faults.tiny.TinyVideoNet: ValueError: dropout "
+    (["model.dropout=1.5"], 2, "model: cannot build tests.faults.tiny.TinyVideoNet: ValueError: dropout "
                                 "probability"),
     (["paths.log_dir={tmp}/a_file/logs"], 2, "cannot create the run directory {tmp}/a_file/logs"),
     (["loss._target_=tests.test_fault_tolerance.NonFiniteAt", "+loss.nan_calls=[1]"], 1,

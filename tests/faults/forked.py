@@ -68,8 +68,11 @@ def start(args: Sequence[str], cwd: Path, log: Path, module: str = "fertrain",
             import torch
             from hydra.core.global_hydra import GlobalHydra
 
+            from tests.faults.probe import KillAt
+
             torch.set_num_threads(1)
             GlobalHydra.instance().clear()
+            KillAt.fits = 0  # count this command's fit() calls only (in-process runs of the parent counted too)
             sys.argv = [module, *args]
             try:
                 result = _main_of(module)()

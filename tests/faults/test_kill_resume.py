@@ -33,7 +33,7 @@ CORE = ["+experiment=synthetic_mscm", "data.datamodule.source.num_train=8", "dat
         "data.datamodule.source.num_test=4", "data.datamodule.source.num_frames=8", "data.datamodule.source.size=48",
         "data.image_size=48", "data.datamodule.sampler.num_segments=2", "data.datamodule.batch_size=4",
         "data.datamodule.num_workers=0", "trainer.enable_model_summary=false", "~callbacks.rich_progress_bar",
-        "model._target_=tests.faults.tiny.TinyVideoNet", "+model.dropout=0.3", f"trainer.max_epochs={EPOCHS}",
+        "model._target_=tests.faults.tiny.TinyVideoNet", "model.dropout=0.3", f"trainer.max_epochs={EPOCHS}",
         "+callbacks.probe._target_=tests.faults.probe.KillAt"]
 # the sweep's search space, pinned to the values of the config above: the trial IS the reference run
 PINNED = "[{optimizer.lr:0.001,optimizer.weight_decay:0.05,model.dropout:0.3,loss.label_smoothing:0.0}]"
