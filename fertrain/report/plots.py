@@ -163,9 +163,10 @@ def learning_curves_figure(history: Sequence[Mapping[str, float]], monitor: str 
             ax_loss.plot(epochs, series(key), style, color=colour, marker=marker, ms=4, label=label)
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("loss", fontsize=10)
-    for key, label, colour in (("uar", "val UAR", "C2"), ("war", "val WAR", "C3")):
-        if any(key in e for e in history):
-            ax_metric.plot(epochs, 100 * series(key), color=colour, marker=marker, ms=4, label=label)
+    for key, label, colour, style, mk in (("uar", "val UAR", "C2", "-", "o"), ("war", "val WAR", "C3", "--", "s")):
+        if any(key in e for e in history):  # different line and marker: UAR = WAR (balanced sets) stays visible
+            ax_metric.plot(epochs, 100 * series(key), style, color=colour, marker=mk if marker else None, ms=4,
+                           label=label, mfc="none" if key == "war" else colour)
     ax_metric.set_ylabel("percent")
     ax_metric.set_title("validation UAR / WAR", fontsize=10)
     ax_metric.set_ylim(-2, 102)
