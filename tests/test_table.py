@@ -189,7 +189,9 @@ def test_five_fold_multirun_then_table_cli(tmp_path: Path) -> None:
     md = (multirun / "table_dfew.md").read_text()
     assert proc.stdout.startswith(md)
     for fold in range(1, 6):
-        summary = json.loads(next(multirun.glob(f"*data.fold={fold}*/summary.json")).read_text())
+        job = next(d for d in multirun.glob("*/run.json")  # job folders are <index>-<hash>; overrides in run.json
+                   if f"data.fold={fold}" in json.loads(d.read_text())["overrides"]).parent
+        summary = json.loads((job / "summary.json").read_text())
         cells = fold_cells(*(f"{100 * summary[k][m]:.2f}" for k in ("test_best", "test_last") for m in ("uar", "war")))
         assert f"| dfew_mscm | 42 | {fold} {cells}" in md
     assert "mean ± std (5/5 folds)" in md and "missing" not in md

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import statistics
@@ -217,41 +218,62 @@ SPOTTING_KINDS = ("macro", "micro", "overall")
 
 @dataclass(frozen=True)
 class SpottingProtocol(Protocol):
-    """MEGC spotting over LOSO subjects: per kind F1 (percent) and TP/FP/FN of each fold's test subject; the
-    group row pools the counts over folds (sum TP, FP, FN, then P/R/F1; zero denominators give 0)."""
+    """Spotting over LOSO subjects: per kind F1 (percent) and TP/FP/FN of each fold's test subject; the group row
+    pools the counts over folds (sum TP, FP, FN, then P/R/F1; zero denominators give 0). The runs' evaluation
+    protocol (``summary.json`` ``metric.protocol``, :mod:`fertrain.spotting.protocols`) is named in the notes; the
+    protocols a run also evaluated (``metric.also``) get their own F1/TP/FP/FN columns (:meth:`for_runs`)."""
 
     published: dict[str, str] = field(default_factory=lambda: {
         f"f1_{k}": f"test.{k}/f1" for k in SPOTTING_KINDS})
     fold_key: str = "data.subject"
+    also: tuple[str, ...] = ()
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return ("", *(f"{a}/" for a in self.also))
 
     @property
     def columns(self) -> tuple[Column, ...]:
         cols: list[Column] = []
-        for kind in SPOTTING_KINDS:
-            cols.append(Column(f"test.{kind}/f1", f"{kind} F1"))
-            cols += [Column(f"test.{kind}/{c}", c.upper(), scale=1.0, digits=0) for c in ("tp", "fp", "fn")]
+        for prefix in self.prefixes:
+            name = f"{prefix[:-1]} " if prefix else ""
+            for kind in SPOTTING_KINDS:
+                cols.append(Column(f"test.{prefix}{kind}/f1", f"{name}{kind} F1"))
+                cols += [Column(f"test.{prefix}{kind}/{c}", c.upper(), scale=1.0, digits=0) for c in ("tp", "fp", "fn")]
         return tuple(cols)
+
+    def for_runs(self, runs: Sequence[Any]) -> "SpottingProtocol":
+        """This protocol with the extra evaluators found in the runs' summaries (``test.<name>/overall/f1``)."""
+        from fertrain.spotting.protocols import PRESETS
+
+        found = [name for name in PRESETS if any(f"{name}/overall/f1" in (r.summary.get("test") or {}) for r in runs)]
+        return dataclasses.replace(self, also=tuple(found)) if found else self
 
     @property
     def legend(self) -> str:
-        return ("MEGC F1 in percent (IoU ≥ 0.5, frames inclusive) with its TP/FP/FN counts, per LOSO test subject. "
-                "**pooled** = TP, FP and FN summed over the subjects, then precision, recall and F1 from the sums "
-                "(not an average of F1). Published F1 as printed by their source.")
+        extra = (f" Extra columns: the same proposals under the evaluators {', '.join(self.also)} "
+                 "(metric.also; docs/spotting_protocols.md)." if self.also else "")
+        return ("Spotting F1 in percent with its TP/FP/FN counts, per LOSO test subject, under the evaluation "
+                "protocol named in the notes (metric.protocol). **pooled** = TP, FP and FN summed over the subjects, "
+                "then precision, recall and F1 from the sums (not an average of F1). Published F1 as printed by "
+                "their source, with the evaluator it used where the source says." + extra)
 
     def group_label(self, n: str) -> str:
         return f"pooled ({n} folds)"
 
     def aggregate(self, values: dict[str, list[float]], label: str) -> Aggregate:
         out: dict[str, float | None] = {}
-        for kind in SPOTTING_KINDS:
-            counts = [values.get(f"test.{kind}/{c}", []) for c in ("tp", "fp", "fn")]
-            if not all(counts) or len({len(c) for c in counts}) != 1:
-                out.update({f"test.{kind}/{c}": None for c in ("f1", "tp", "fp", "fn")})
-                continue
-            tp, fp, fn = (int(round(sum(c))) for c in counts)
-            out.update({f"test.{kind}/tp": float(tp), f"test.{kind}/fp": float(fp), f"test.{kind}/fn": float(fn),
-                        # = 2PR / (P + R) of fertrain.metrics.spotting.prf (0 when TP = 0); no torch import here
-                        f"test.{kind}/f1": 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0})
+        for prefix in self.prefixes:
+            for kind in SPOTTING_KINDS:
+                key = f"test.{prefix}{kind}"
+                counts = [values.get(f"{key}/{c}", []) for c in ("tp", "fp", "fn")]
+                if not all(counts) or len({len(c) for c in counts}) != 1:
+                    out.update({f"{key}/{c}": None for c in ("f1", "tp", "fp", "fn")})
+                    continue
+                tp, fp, fn = (int(round(sum(c))) for c in counts)
+                out.update({f"{key}/tp": float(tp), f"{key}/fp": float(fp), f"{key}/fn": float(fn),
+                            # = 2PR / (P + R) of fertrain.metrics.spotting.prf (0 when TP = 0); no torch import here
+                            f"{key}/f1": 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0})
         return Aggregate(label, out, {k: None for k in out})
 
     def aggregate_seeds(self, values: dict[str, list[float]], label: str) -> Aggregate:
@@ -284,10 +306,15 @@ class SpottingProtocol(Protocol):
         return [("all" if fold is None else fold, summary)]
 
     def selection(self, config: dict[str, Any], summary: dict[str, Any]) -> str:
-        return str(summary.get("test_source") or "not stated in summary.json")
+        protocol = (summary.get("metric") or {}).get("protocol",
+                                                      "fertrain (not stated: summary before metric.protocol)")
+        return f"checkpoint {summary.get('test_source') or 'not stated in summary.json'}, evaluator {protocol}"
 
     def selection_note(self, selections: list[str]) -> str:
-        return f"tested checkpoint: {' / '.join(selections)}"
+        note = f"tested: {' / '.join(selections)}"
+        if len({s.split(', evaluator ', 1)[-1] for s in selections}) > 1:
+            note += " -- DIFFERENT evaluators in one group: its pooled counts mix protocols"
+        return note
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -318,11 +345,11 @@ PROTOCOLS: dict[str, Protocol] = {
     ),
     "casme2": SpottingProtocol(
         name="casme2", dataset="casme2", folds=(),
-        title="CAS(ME)^2 long videos, macro/micro spotting, leave-one-subject-out (MEGC F1, IoU ≥ 0.5)",
+        title="CAS(ME)^2 long videos, macro/micro spotting, leave-one-subject-out (spotting F1; evaluator in the notes)",
     ),
     "sammlv": SpottingProtocol(
         name="sammlv", dataset="sammlv", folds=(),
-        title="SAMM Long Videos, macro/micro spotting, leave-one-subject-out (MEGC F1, IoU ≥ 0.5)",
+        title="SAMM Long Videos, macro/micro spotting, leave-one-subject-out (spotting F1; evaluator in the notes)",
     ),
 }
 
@@ -602,6 +629,7 @@ def build_table(collection: Collection, protocol: Protocol, papers: Sequence[Pub
     Raises:
         TableError: ``compare`` names an experiment that has no run in the collection.
     """
+    protocol = protocol.for_runs(collection.runs) if hasattr(protocol, "for_runs") else protocol  # spotting: also
     rows: list[Row] = []
     notes: list[str] = []
     groups: dict[tuple[str, int], list[Run]] = {}
