@@ -95,6 +95,7 @@ def test_timeline_ground_truth_no_face_splits_legend_outside(tmp_path: Path) -> 
     centres = np.arange(4, 472, 4, dtype=float)
     p_happy = 1 / (1 + np.exp(-(centres - 228) / 20))
     probs = np.stack([1 - p_happy, p_happy], 1)
+    probs[24:29] = np.nan  # windows with a no-face frame get no class (fertrain.predict): a gap in the curves
     fig = plots.timeline_figure(centres, probs, ["sad", "happy"], fps=23.976,
                                 ground_truth=[(0, 225, 0), (230, 471, 1)], no_face=[(100, 119)],
                                 split_spans=[(0, 16, "train"), (16, 32, "test"), (32, 48, "val")], title="demo")
@@ -105,6 +106,7 @@ def test_timeline_ground_truth_no_face_splits_legend_outside(tmp_path: Path) -> 
     ax = fig.axes[1]
     shaded = [p for p in ax.patches]  # 2 ground-truth spans + 1 no-face span
     assert len(shaded) == 3
+    assert np.isnan(ax.lines[0].get_ydata()[24:29]).all()
     _check_png(plots.plot_timeline(tmp_path / "tl.png", centres, probs, ["sad", "happy"], fps=23.976,
                                    ground_truth=[(0, 225, 0), (230, 471, 1)]), plots.TIMELINE_SIZE)
     with pytest.raises(ValueError, match="out of range"):
