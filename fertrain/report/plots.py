@@ -260,7 +260,7 @@ def timeline_figure(
         handles.append(Patch(facecolor="0.6", alpha=0.5, hatch="//", edgecolor="0.4", label="no face"))
     if ax_split is not None:
         names = list(dict.fromkeys(s for _, _, s in spans))
-        split_colour = {"train": "0.35", "val": "tab:orange", "test": "tab:purple"}
+        split_colour = {"train": "0.35", "val": "tab:olive", "test": "tab:purple"}  # apart from C0, C1 (classes)
         for j, name in enumerate(names):
             split_colour.setdefault(name, f"C{(j + 5) % 10}")
         for lo, hi, name in spans:

