@@ -93,6 +93,9 @@ def export_model(net: torch.nn.Module, example: torch.Tensor, fmt: str, out: Pat
         with warnings.catch_warnings(), _traceable_correlation():
             # "torch.jit.trace is deprecated": the user asked for TorchScript (the module docstring says it)
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=FutureWarning)
+            # "Converting a tensor to a Python boolean/float ...": shape checks become constants, as intended (every
+            # size but the batch is fixed by design; check_export compares the result with the model)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             traced = torch.jit.trace(net, example)
         traced.save(str(out))
     else:
@@ -143,7 +146,9 @@ def run_export(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
                              "(or check=false)") from None
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(["logits"], {"video": x.numpy()})[0]
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():  # "torch.jit.load is deprecated": loading TorchScript is the point here
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return module(x).numpy()
 
