@@ -5,3 +5,7 @@ Entry points: ``python -m fertrain`` (train/test, Hydra app, see ``conf/train.ya
 """
 
 __version__ = "0.1.0"
+
+from fertrain.report.console import silence_uninformative_output as _silence
+
+_silence()  # third-party messages that say nothing about the run (each one's reason: fertrain/report/console.py)

@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, recall_score
 from torchmetrics.classification import MulticlassRecall
 
-from fertrain.metrics.recognition import RecognitionMetrics, plot_confusion_matrix, uar_war_from_confmat
+from fertrain.metrics.recognition import RecognitionMetrics, chance_levels, uar_war_from_confmat
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -50,7 +50,9 @@ def test_empty_confmat_raises() -> None:
         uar_war_from_confmat(torch.zeros(3, 2))
 
 
-def test_confusion_png(tmp_path) -> None:
-    cm = torch.tensor([[5, 1], [2, 7]])
-    path = plot_confusion_matrix(cm, ["sad", "happy"], tmp_path / "plots" / "cm.png", title="t")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_chance_levels() -> None:
+    # 3 classes, class 2 absent from the targets: a constant predictor of class 0 reaches UAR 1/2, WAR 6/10
+    cm = torch.tensor([[6, 0, 0], [0, 4, 0], [0, 0, 0]])
+    assert chance_levels(cm) == (0.5, 0.6)
+    with pytest.raises(ValueError, match="no samples"):
+        chance_levels(torch.zeros(2, 2))

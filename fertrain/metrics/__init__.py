@@ -1,5 +1,5 @@
-"""Metrics: recognition (UAR/WAR) now; spotting F1 and clip-to-video aggregation live beside it."""
+"""Metrics: recognition (UAR/WAR) and spotting F1. Plots live in :mod:`fertrain.report.plots`."""
 
-from fertrain.metrics.recognition import RecognitionMetrics, plot_confusion_matrix, uar_war_from_confmat
+from fertrain.metrics.recognition import RecognitionMetrics, uar_war_from_confmat
 
-__all__ = ["RecognitionMetrics", "plot_confusion_matrix", "uar_war_from_confmat"]
+__all__ = ["RecognitionMetrics", "uar_war_from_confmat"]

@@ -14,9 +14,6 @@ synchronised across DDP processes by torchmetrics) and derives UAR/WAR from it.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
-
 import torch
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -78,46 +75,25 @@ class RecognitionMetrics(Metric):
         self.confmat.reset()
 
 
-def plot_confusion_matrix(
-    confmat: torch.Tensor, class_names: Sequence[str], path: str | Path, title: str = ""
-) -> Path:
-    """Save a row-normalised confusion matrix (counts annotated) as a PNG.
+def chance_levels(confmat: torch.Tensor) -> tuple[float, float]:
+    """The best UAR and WAR a classifier that ignores its input can expect on this evaluation set.
+
+    A classifier that predicts class ``j`` with probability ``q_j`` whatever the input has expected recall ``q_c``
+    on class ``c``, so its UAR is the mean of ``q_c`` over the ``K'`` classes present in the targets, at most
+    ``1 / K'`` (reached by always predicting one present class); its WAR is at most the share of the largest class.
+    Ours (the usual "chance" of UAR is ``1 / K``; equal here when every class occurs).
 
     Args:
-        confmat: ``(K, K)`` counts, rows = target, columns = prediction.
-        class_names: ``K`` names in label order.
-        path: output file; parent folders are created. Written atomically (temp file, then rename).
-        title: figure title (e.g. ``"test (best) UAR 0.612 WAR 0.701"``).
+        confmat: ``(K, K)`` counts, rows = target class.
 
     Returns:
-        The path written.
+        ``(uar_chance, war_chance)`` in [0, 1].
+
+    Raises:
+        ValueError: empty confusion matrix.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = confmat.detach().cpu().double()
-    rows = cm.sum(dim=1, keepdim=True).clamp(min=1)
-    norm = (cm / rows).numpy()
-    k = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * k, 0.8 + 0.8 * k))
-    ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="Blues")
-    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(k), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("target")
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    support = confmat.double().sum(dim=1)
+    total = float(support.sum())
+    if total == 0:
+        raise ValueError("confusion matrix is empty: no samples were evaluated")
+    return 1.0 / int((support > 0).sum()), float(support.max()) / total

