@@ -145,25 +145,29 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """Instantiate the datamodule and the task (network, loss, optimiser, scheduler) from a composed config.
 
     Raises:
-        DatasetError: the dataset is missing or malformed (unwrapped from Hydra's InstantiationException, so the
-            user sees the dataset's own message first).
+        DatasetError: the dataset is missing or malformed.
+        UsageError: a setting cannot be used, e.g. ``WeightsError`` (pretrained weights that do not load).
+        Both are unwrapped from Hydra's InstantiationException, so the user sees the constructor's own message
+        first and the CLI maps it to its exit status (fertrain.cli).
     """
-    try:
-        datamodule = instantiate(cfg.data.datamodule)
-    except InstantiationException as e:
-        cause = e.__cause__
-        while cause is not None and not isinstance(cause, DatasetError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-    net = instantiate(cfg.model)
-    task = instantiate(
+    def make(node: Any, **kwargs: Any) -> Any:
+        try:
+            return instantiate(node, **kwargs)
+        except InstantiationException as e:
+            cause = e.__cause__
+            while cause is not None and not isinstance(cause, (DatasetError, UsageError)):
+                cause = cause.__cause__
+            if cause is not None:
+                raise cause from None
+            raise
+
+    datamodule = make(cfg.data.datamodule)
+    task = make(
         cfg.task,
-        net=net,
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        net=make(cfg.model),
+        loss=make(cfg.loss),
+        optimizer=make(cfg.optimizer),
+        scheduler=make(cfg.scheduler) if cfg.get("scheduler") else None,
     )
     return datamodule, task
 
@@ -417,6 +421,8 @@ def _run(cfg: DictConfig, resolved: dict[str, Any], out_dir: Path, ckpt: str | N
 
     kind = "train" if cfg.train else "test"
     summary: dict[str, Any] = {"experiment": cfg.experiment_name, "run_dir": str(out_dir), "kind": kind}
+    # what the pretrained load did (file, sha256, loaded/total tensors), beside the numbers it produced
+    summary["weights"] = getattr(getattr(task, "net", None), "weights_report", None)
     source = None
     if ckpt:  # before Lightning loads it: one message for a file that does not fit
         resume = kind == "train"

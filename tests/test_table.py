@@ -182,7 +182,8 @@ def test_five_fold_multirun_then_table_cli(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
     multirun = tmp_path / "logs" / "dfew_mscm" / "multirun"
-    proc = subprocess.run([sys.executable, "-m", "fertrain.table", str(multirun), "--paper",
+    # debug=limit runs are flagged "debug" and left out of the mean unless --include-flagged
+    proc = subprocess.run([sys.executable, "-m", "fertrain.table", str(multirun), "--include-flagged", "--paper",
                            str(Path(__file__).resolve().parents[1] / "conf" / "papers" / "mscm.yaml")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -193,8 +194,8 @@ def test_five_fold_multirun_then_table_cli(tmp_path: Path) -> None:
                    if f"data.fold={fold}" in json.loads(d.read_text())["overrides"]).parent
         summary = json.loads((job / "summary.json").read_text())
         cells = fold_cells(*(f"{100 * summary[k][m]:.2f}" for k in ("test_best", "test_last") for m in ("uar", "war")))
-        assert f"| dfew_mscm | 42 | {fold} {cells}" in md
-    assert "mean ± std (5/5 folds)" in md and "missing" not in md
+        assert f"| dfew_mscm | 42 | {fold} {cells}" in md and "⚠ debug" in md
+    assert "mean ± std (5/5 folds)" in md and "missing" not in md, md
     assert "| MSCM (published) |  | 5-fold mean | 58.49 |  | 70.16 |" in md and "CEFLNet" not in md
     assert len(list(csv.DictReader((multirun / "table_dfew.csv").open()))) == 5 + 1 + 1
 

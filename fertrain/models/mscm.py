@@ -92,15 +92,15 @@ def correlation_block_pairs(f1: torch.Tensor, pad: int) -> int:
     """Frame pairs per block of ``local_correlation`` (OURS, for speed; the result does not depend on it).
 
     CPU: as many pairs as fit one zero-padded ``f2`` slice into ``_CPU_BLOCK_BYTES`` (at least 1): 2 pairs for
-    MSCM's layer1 features at 112 px (64 channels, 28 x 28, padding 8). Every other device, and inside
-    ``torch.compile``, one block of all pairs (fewer kernel launches; the compiler fuses the loop anyway).
+    MSCM's layer1 features at 112 px (64 channels, 28 x 28, padding 8). Every other device: one block of all
+    pairs (fewer kernel launches). Under ``torch.compile``/``torch.export`` ``local_correlation`` does not block.
 
     Args:
         f1: float ``(N, C, h, w)``, the features of frame t.
         pad: zero padding ``radius * dilation`` (feature pixels).
     """
     N, C, h, w = f1.shape
-    if f1.device.type != "cpu" or torch.compiler.is_compiling():
+    if f1.device.type != "cpu":
         return max(N, 1)
     per_pair = C * (h + 2 * pad) * (w + 2 * pad) * f1.element_size()
     return max(1, min(N, _CPU_BLOCK_BYTES // max(per_pair, 1)))
@@ -211,7 +211,16 @@ def local_correlation(f1: torch.Tensor, f2: torch.Tensor, radius: int, dilation:
         raise ValueError(
             f"expected two feature maps of the same shape (N, C, h, w); got {tuple(f1.shape)} and {tuple(f2.shape)}"
         )
-    displacements(radius, dilation)  # validates radius and dilation
+    offsets = displacements(radius, dilation)  # validates radius and dilation
+    if torch.compiler.is_compiling():
+        # torch.compile / torch.export (ONNX): plain autograd ops, no Python loop over N, so the batch dimension
+        # stays symbolic; the same product and channel sum per displacement as the eager path.
+        _, _, h, w = f1.shape
+        p = radius * dilation
+        f2p = F.pad(f2, (p, p, p, p))  # (N, C, h + 2p, w + 2p)
+        return torch.stack(
+            [(f1 * f2p[:, :, p + dy : p + dy + h, p + dx : p + dx + w]).sum(dim=1) for dy, dx in offsets], dim=1
+        )  # (N, K, h, w)
     return _LocalCorrelation.apply(f1, f2, radius, dilation)
 
 

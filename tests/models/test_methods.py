@@ -3,6 +3,7 @@ its per-epoch schedule equals the official one; DMFE's dropout acts with the cen
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import warnings
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from fertrain.config import config_dir
 from fertrain.models.dmfe import DMFE
 from fertrain.tasks.optim import epoch_warmup_cosine
-from tests.helpers import run_experiment
+from tests.helpers import compose_config, run_experiment
 from tests.models.checkpoints import resnet18_source, write_checkpoint
 
 CONF = config_dir()
@@ -105,6 +106,20 @@ def test_dfew_ceflnet_official_runs_a_debug_epoch(tmp_path: Path) -> None:
                               "data.ceflnet_sampler.frames_per_clip=2"], tmp_path)
     for key in ("val_best", "val_last", "test_last"):
         assert 0.0 <= summary[key]["war"] <= 1.0, key
+    # the load's report sits beside the numbers it produced
+    report = json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["weights"]
+    assert report["file"] == str(weights) and report["loaded"] == report["total"] == 100
+    assert report["entry"] == "ceflnet_resnet18" and len(report["sha256"]) == 64
+
+    # a file that fits nothing stops the build with the loader's own error (exit status 2), not Hydra's wrapper
+    from fertrain.train import build
+    from fertrain.weights.spec import WeightsError
+
+    torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    cfg = compose_config(["+experiment=dfew_ceflnet_official", f"data.root={dfew}", f"weights.path={tmp_path / 'wrong.pth'}"],
+                         tmp_path)
+    with pytest.raises(WeightsError, match="wrong.pth"):
+        build(cfg)
     cfg = OmegaConf.load(Path(summary["run_dir"]) / "config_resolved.yaml")
     assert cfg.weights.name == "ceflnet_resnet18" and cfg.weights.path == str(weights)
     assert list(cfg.data.datamodule.mean) == [0.0] * 3 and list(cfg.data.datamodule.std) == [1.0] * 3  # [0, 1] input

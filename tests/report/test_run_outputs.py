@@ -21,7 +21,7 @@ from tests.helpers import compose_config, run_experiment
 def test_logger_combinations_compose(tmp_path: Path, choice: str, expected: set[str]) -> None:
     cfg = compose_config([choice], tmp_path)
     assert set(cfg.logger) == expected
-    assert {str(c._target_).rsplit(".", 1)[1] for c in cfg.logger.values()} <= {"CSVLogger", "WandbLogger",
+    assert {str(c._target_).rsplit(".", 1)[1] for c in cfg.logger.values()} <= {"ResumableCSVLogger", "WandbLogger",
                                                                                  "TensorBoardLogger"}
 
 
