@@ -231,9 +231,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return tmp, root, weights
 
 
-def test_ddp_eval_equals_single_process(setup: tuple[Path, Path, Path]) -> None:
+@pytest.fixture(scope="module")
+def single(setup: tuple[Path, Path, Path]) -> dict[str, Any]:
+    """One process evaluating val and test (a fresh interpreter), the reference of both DDP tests."""
     tmp, root, weights = setup
-    single = _evaluate_fresh(tmp, root, [], weights, devices=1, out=tmp / "single")
+    return _evaluate_fresh(tmp, root, [], weights, devices=1, out=tmp / "single")
+
+
+def test_ddp_eval_equals_single_process(setup: tuple[Path, Path, Path], single: dict[str, Any]) -> None:
+    tmp, root, weights = setup
     n_val, n_test = len(single["val_indices"]), len(single["test_indices"])
     # the point of the test: sizes not divisible by the world size, so padding would show
     assert n_val % WORLD_SIZE == 1 and n_test % WORLD_SIZE == 1, (n_val, n_test)
@@ -255,7 +261,8 @@ def test_ddp_eval_equals_single_process(setup: tuple[Path, Path, Path]) -> None:
             f"{single[f'{stage}_per_rank']}")
 
 
-def test_plain_distributed_sampler_would_skew_metrics(setup: tuple[Path, Path, Path]) -> None:
+def test_plain_distributed_sampler_would_skew_metrics(setup: tuple[Path, Path, Path],
+                                                     single: dict[str, Any]) -> None:
     """Documents the trap: without an unrepeated sampler, Lightning pads val with a duplicate and WAR changes."""
     tmp, root, weights = setup
     target = f"{PaddedEvalDataModule.__module__}.{PaddedEvalDataModule.__qualname__}"
@@ -265,7 +272,7 @@ def test_plain_distributed_sampler_would_skew_metrics(setup: tuple[Path, Path, P
     n_val = max(seen) + 1
     assert len(seen) == n_val + 1 and len(set(seen)) == n_val, f"expected exactly one duplicate, saw {seen}"
 
-    single = _evaluate_fresh(tmp, root, [], weights, devices=1, out=tmp / "padded_single", mode="validate")["val"]
+    single = single["val"]  # the same config and weights in one process
     # WAR = c / 7 without padding, (c + d) / 8 with it (d in {0, 1}): equal only if c = 7 d, i.e. 0 or 1
     assert 0.0 < single["val/war"] < 1.0
     per_rank = {f.stem: (list(zip(json.loads(f.read_text()), json.loads(f.with_suffix(".labels.json").read_text()))),

@@ -86,8 +86,9 @@ def test_joblib_multirun_of_two_tiny_jobs(tmp_path: Path) -> None:
             "data.datamodule.source.num_frames=8", "data.datamodule.source.size=48", "data.image_size=48",
             "data.datamodule.sampler.num_segments=2", "data.datamodule.batch_size=4", "debug=limit", "test=false",
             "callbacks.model_checkpoint=null", "~callbacks.rich_progress_bar", "trainer.enable_model_summary=false",
+            "data.datamodule.num_workers=0", "model._target_=tests.faults.tiny.TinyVideoNet",  # the launcher is the point
             f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    env = dict(os.environ, WANDB_MODE="offline")
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "fertrain", "-m", *tiny, "seed=1,2", "hydra/launcher=joblib",
                            "hydra.launcher.n_jobs=2", "hydra.sweep.subdir=${hydra.job.num}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

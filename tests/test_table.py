@@ -178,8 +178,10 @@ def test_five_fold_multirun_then_table_cli(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "fertrain", "+experiment=dfew_mscm", f"data.root={root}", "data.fold=1,2,3,4,5",
            "debug=limit", "data.image_size=48", "data.datamodule.batch_size=4",
            "data.datamodule.sampler.num_segments=4", "data.datamodule.sampler.frames_per_segment=1",
+           "model._target_=tests.faults.tiny.TinyVideoNet",  # the multirun and the table are the point, not MSCM
            f"paths.log_dir={tmp_path / 'logs'}", "-m"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
     multirun = tmp_path / "logs" / "dfew_mscm" / "multirun"
     # debug=limit runs are flagged "debug" and left out of the mean unless --include-flagged
