@@ -10,9 +10,10 @@ official layout) in a temporary folder, then times on the same files:
 - ``fertrain.data.check --quick`` (headers only).
 
 Prints a Markdown table of seconds, frames/s and the check's time relative to plain decoding. A benchmark, not a
-test: the figures depend on the machine and its load (run it on idle cores).
+test: the figures depend on the machine and its load (run it on idle cores). One command
+(``fertrain-bench-check``, or ``scripts/bench_check.py`` in a checkout)::
 
-    python scripts/bench_check.py --clips 300 --frames 16 --size 224 --workers 2
+    python -m fertrain.bench.check --clips 300 --frames 16 --size 224 --workers 2
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch  # noqa: F401  (before decord, as everywhere in fertrain)
 import cv2
 import numpy as np
+
+from fertrain.cli import RunFailure, UsageError, guarded
+
+PROG = "python -m fertrain.bench.check"
 
 
 def build_tree(root: Path, clips: int, frames: int, size: int) -> Path:
@@ -51,14 +57,23 @@ def plain_decode(files: list[Path], workers: int) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=140)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--workers", type=int, default=2)
+@guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the tree, time the decoders and the check, print the table. Returns 0.
+
+    Raises:
+        UsageError: a count below 1.
+        RunFailure: the check reports a problem on the generated (valid) tree.
+    """
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=140, help="clips of the miniature DFEW tree (default 140)")
+    parser.add_argument("--frames", type=int, default=16, help="JPEG frames per clip (default 16)")
+    parser.add_argument("--size", type=int, default=224, help="frame side in pixels (default 224)")
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads / check workers (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary tree")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if min(args.clips, args.frames, args.size, args.workers) < 1:
+        raise UsageError("--clips, --frames, --size and --workers must be >= 1")
 
     from fertrain.data.check import run_check
 
@@ -79,7 +94,8 @@ def main() -> None:
             start = time.perf_counter()
             report, _ = run_check(overrides, quick=quick, workers=args.workers, out=out, progress=False)
             rows.append((label, time.perf_counter() - start))
-            assert not report["problems"], report["problems"][:2]
+            if report["problems"]:
+                raise RunFailure(f"{label}: the check found problems in the generated tree: {report['problems'][:2]}")
         base = rows[1][1] if args.workers > 1 else rows[0][1]
         samples = len({p.parent for p in files})
         print(f"\n{samples} clips, {n} JPEG frames of {args.size}x{args.size} px, {args.workers} workers\n")
@@ -91,7 +107,8 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

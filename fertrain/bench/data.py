@@ -1,10 +1,11 @@
 """Input-pipeline benchmark: clips per second of fertrain's video-file and frame-folder paths.
 
-Run from the repository root (one command; data are generated on the first run into ``.cache/bench``)::
+One command (``fertrain-bench-data``, or ``scripts/bench_data.py`` in a checkout; data are generated on the first
+run into ``.cache/bench`` under the current folder or ``$FERTRAIN_ROOT``)::
 
-    .venv/bin/python scripts/bench_data.py              # --quick (default): about 4 minutes on 2 busy cores
-    .venv/bin/python scripts/bench_data.py --full       # more clips, plus segments of the real h264 demo video
-    .venv/bin/python scripts/bench_data.py --breakdown  # also: CPU ms/clip after each stage of the fertrain path
+    python -m fertrain.bench.data              # --quick (default): about 4 minutes on 2 busy cores
+    python -m fertrain.bench.data --full       # more clips, plus segments of the real h264 demo video
+    python -m fertrain.bench.data --breakdown  # also: CPU ms/clip after each stage of the fertrain path
 
 What is measured. For each source and worker count (0, 1, 2) the loaders of one row run through real
 ``torch.utils.data.DataLoader``\ s (batch 8, fixed order, persistent workers, ``seed_worker``) side by side: 5
@@ -37,7 +38,8 @@ real video ``fertrain/assets/demo/WolfgangLanger_Pexels.mp4`` (Wolfgang Langer, 
 and backward. Frame folders: DFEW ``clip_224x224`` layout (``<id>/00001.jpg ...``), a 280-pixel face crop resized
 to ``224 x 224``, JPEG quality 90 (about 11 KB a frame). Videos: MPEG-4 Part 2 (``mp4v``, the encoder OpenCV
 ships; DFEW's originals are h264, which costs more per frame to decode) at 25 fps, 640x360 and 1280x720
-(upscaled). Frames per clip are drawn from the real DFEW distribution in ``../shared/data/dfew/frame_counts.csv``
+(upscaled). Frames per clip are drawn from the real DFEW distribution in a ``frame_counts.csv`` (``--frame-counts``;
+default ``data/dfew/frame_counts.csv`` of the project's reference data, see :func:`fertrain.bench.common.shared_dir`)
 when present, else from the documented fallback: log-normal with ``mu = 4.221, sigma = 0.480`` (fitted to those
 11,697 counts: median 70, mean 77 frames), clipped to ``[12, 847]`` frames.
 
@@ -68,6 +70,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -81,10 +84,8 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import (  # noqa: E402
-    REPO,
-    SHARED,
+from fertrain.bench.common import (
+    cache_dir,
     child_pids,
     cpu_model,
     cpu_seconds,
@@ -94,17 +95,20 @@ from _bench_common import (  # noqa: E402
     peak_rss_mib,
     reset_peak_rss,
     rss_mib,
+    shared_dir,
 )
+from fertrain.cli import UsageError, guarded
+from fertrain.config import asset_path
+from fertrain.data import readers
+from fertrain.data.clip_dataset import ClipDataset
+from fertrain.data.datasets.dfew import read_frame_counts
+from fertrain.data.records import ClipRecord
+from fertrain.data.samplers import SegmentSampler
+from fertrain.data.transforms import build_clip_transform, seed_worker
 
-from fertrain.data import readers  # noqa: E402
-from fertrain.data.clip_dataset import ClipDataset  # noqa: E402
-from fertrain.data.datasets.dfew import read_frame_counts  # noqa: E402
-from fertrain.data.records import ClipRecord  # noqa: E402
-from fertrain.data.samplers import SegmentSampler  # noqa: E402
-from fertrain.data.transforms import build_clip_transform, seed_worker  # noqa: E402
+PROG = "python -m fertrain.bench.data"
 
-DEMO_VIDEO = REPO / "fertrain" / "assets" / "demo" / "WolfgangLanger_Pexels.mp4"
-FRAME_COUNTS_CSV = SHARED / "data" / "dfew" / "frame_counts.csv"
+DEMO_VIDEO = Path(asset_path("demo/WolfgangLanger_Pexels.mp4"))
 # Fallback frame-count distribution: log-normal fitted to DFEW's clip_224x224 counts (11,697 clips).
 FALLBACK_LOG_MU, FALLBACK_LOG_SIGMA, MIN_FRAMES, MAX_FRAMES = 4.221, 0.480, 12, 847
 FACE_BOX = (290, 60, 280)  # left, top, side (pixels) of a square around the face in the 640x360 demo video
@@ -157,13 +161,21 @@ def presets() -> dict[str, Preset]:
 
 
 # ----------------------------------------------------------------------------------------------- data generation
-def frame_counts(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """Frames per clip for ``n`` clips: int64 ``(n,)`` drawn from DFEW's real counts, else the fallback."""
-    if FRAME_COUNTS_CSV.is_file():
-        real = np.array(list(read_frame_counts(FRAME_COUNTS_CSV).values()), dtype=np.int64)
-        return rng.choice(real, size=n, replace=True), f"DFEW frame_counts.csv ({len(real)} clips)"
+def default_frame_counts_csv() -> Path | None:
+    """DFEW's ``frame_counts.csv`` in the project's reference data, if that folder is known and has it."""
+    shared = shared_dir()
+    path = None if shared is None else shared / "data" / "dfew" / "frame_counts.csv"
+    return path if path is not None and path.is_file() else None
+
+
+def frame_counts(n: int, rng: np.random.Generator, counts_csv: Path | None = None) -> tuple[np.ndarray, str]:
+    """Frames per clip for ``n`` clips: int64 ``(n,)`` drawn from DFEW's real counts in ``counts_csv`` (a DFEW
+    ``frame_counts.csv``), else (None) from the fallback log-normal."""
+    if counts_csv is not None:
+        real = np.array(list(read_frame_counts(counts_csv).values()), dtype=np.int64)
+        return rng.choice(real, size=n, replace=True), f"DFEW {counts_csv} ({len(real)} clips)"
     counts = np.rint(rng.lognormal(FALLBACK_LOG_MU, FALLBACK_LOG_SIGMA, size=n)).astype(np.int64)
-    return np.clip(counts, MIN_FRAMES, MAX_FRAMES), "fallback log-normal (no ../shared/data/dfew/frame_counts.csv)"
+    return np.clip(counts, MIN_FRAMES, MAX_FRAMES), "fallback log-normal (no DFEW frame_counts.csv: --frame-counts)"
 
 
 def bounce(start: int, count: int, n: int) -> np.ndarray:
@@ -183,10 +195,11 @@ def face_crops(vr: decord.VideoReader) -> np.ndarray:
     return np.stack(crops)
 
 
-def generate(source: Source, cache_dir: Path, seed: int, log: Callable[[str], None]) -> tuple[list[ClipRecord], str]:
+def generate(source: Source, cache_dir: Path, seed: int, log: Callable[[str], None],
+             counts_csv: Path | None = None) -> tuple[list[ClipRecord], str]:
     """Write (once) and return the records of ``source``; the second value says where frame counts came from."""
     rng = np.random.default_rng(seed)
-    counts, counts_from = frame_counts(source.clips, rng)
+    counts, counts_from = frame_counts(source.clips, rng, counts_csv)
     if source.demo_segments:
         num = readers.count_frames(DEMO_VIDEO)
         counts = np.minimum(counts, num)
@@ -555,8 +568,8 @@ def _verdict(r: Result, results: list[Result]) -> bool:
     return wall is not None and wall >= need and (cpu is None or cpu >= need)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", const="quick", dest="preset",
@@ -568,8 +581,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, nargs="+", help="DataLoader worker counts (default: 0 1 2)")
     parser.add_argument("--epochs", type=int, help="epochs per loader (default 5: 1 warm-up + 4 timed rounds; full: 7)")
     parser.add_argument("--sources", nargs="+", help="subset of source keys: frames video360 video720 demo_h264")
-    parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench",
-                        help="where generated clips are kept (default .cache/bench, git-ignored)")
+    parser.add_argument("--cache-dir", type=Path, default=cache_dir(),
+                        help="where generated clips are kept (default .cache/bench under the current folder or "
+                             "$FERTRAIN_ROOT; git-ignored in a checkout)")
+    parser.add_argument("--frame-counts", type=Path, default=None,
+                        help="a DFEW frame_counts.csv to draw frames per clip from (default: the project's reference "
+                             "data when present, else a log-normal fitted to DFEW's counts)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data generation and frame sampling")
     parser.add_argument("--decoder", choices=list(readers.VIDEO_DECODERS), default="decord",
                         help="video decoder of the fertrain and limit rows (data.decoder; default decord)")
@@ -589,7 +606,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+@guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print its tables (stdout) and progress (stderr). Returns 0.
+
+    Raises:
+        UsageError: an unknown source, a negative worker count, ``--epochs < 1`` or a missing ``--frame-counts``.
+    """
     args = parse_args(argv)
     preset = presets()[args.preset]
     workers = tuple(args.workers) if args.workers else preset.workers
@@ -599,8 +622,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = args.sources or [s.key for s in preset.sources]
     unknown = [k for k in keys if k not in by_key]
     if unknown or any(w < 0 for w in workers) or epochs < 1:
-        raise SystemExit(f"unknown source(s) {unknown} (known: {sorted(by_key)}), or a worker count < 0, "
+        raise UsageError(f"unknown source(s) {unknown} (known: {sorted(by_key)}), or a worker count < 0, "
                          "or --epochs < 1")
+    if args.frame_counts is not None and not args.frame_counts.is_file():
+        raise UsageError(f"--frame-counts {args.frame_counts}: no such file (expected DFEW's frame_counts.csv)")
+    counts_csv = args.frame_counts or default_frame_counts_csv()
     sources = [by_key[k] for k in keys]
 
     def log(msg: str) -> None:
@@ -614,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = []
     plans = []
     for source in sources:
-        records, counts_from = generate(source, args.cache_dir, args.seed, log)
+        records, counts_from = generate(source, args.cache_dir, args.seed, log, counts_csv)
         rng = np.random.default_rng(args.seed + 1)
         plan = [sampler(rec.num_frames, True, rng) for rec in records]  # (T,) per clip, same for all loaders
         warm_page_cache(records)
@@ -702,4 +728,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

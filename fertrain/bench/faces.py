@@ -1,6 +1,10 @@
 """Face pipeline benchmark: detectors side by side, then the whole extraction of the reference videos.
 
-    .venv/bin/python scripts/bench_faces.py [--videos ../shared/data/real] [--frames 40] [--detectors dlib haar]
+    python -m fertrain.bench.faces [--videos DIR] [--frames 40] [--detectors dlib haar]
+
+(``fertrain-bench-faces``, or ``scripts/bench_faces.py`` in a checkout). ``--videos`` is a folder of real videos with
+a ``no_face.csv`` of labelled no-face spans (``video,start_frame,end_frame``); default: ``data/real`` of the
+project's reference data (:func:`fertrain.bench.common.shared_dir`), which a pip install does not have.
 
 1. **Detection** (one process, one thread): every installed detector (``fertrain.preprocess.detect``) on the same
    frames (``--frames`` evenly spread frames of each video), each at its default detection side: frames/s of the
@@ -27,20 +31,21 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+from fertrain.bench.common import cpu_model, load_line, markdown_table, shared_dir
+from fertrain.cli import UsageError, guarded
+from fertrain.preprocess import FaceOptions, FacePipeline
+from fertrain.preprocess.align import eye_line_angle
+from fertrain.preprocess.decode import find_videos, iter_frames
+from fertrain.preprocess.detect import DETECTORS, available_detectors
+from fertrain.preprocess.write import frames_dir_for, write_video
 
-from scripts._bench_common import SHARED, cpu_model, load_line, markdown_table  # noqa: E402
-
-from fertrain.preprocess import FaceOptions, FacePipeline  # noqa: E402
-from fertrain.preprocess.align import eye_line_angle  # noqa: E402
-from fertrain.preprocess.decode import find_videos, iter_frames  # noqa: E402
-from fertrain.preprocess.detect import DETECTORS, available_detectors  # noqa: E402
-from fertrain.preprocess.write import frames_dir_for, write_video  # noqa: E402
+PROG = "python -m fertrain.bench.faces"
 
 
 def _labels(folder: Path) -> dict[str, list[tuple[int, int]]]:
@@ -129,18 +134,35 @@ def eye_angles(frames_dir: Path, first: int, last: int) -> list[float]:
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--videos", default=str(SHARED / "data" / "real"), help="folder of videos (+ no_face.csv)")
+@guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print its tables and met/NOT met lines. Returns 0.
+
+    Raises:
+        UsageError: no ``--videos`` given and no reference data here, or the folder holds no video.
+    """
+    shared = shared_dir()
+    default_videos = None if shared is None or not (shared / "data" / "real").is_dir() else shared / "data" / "real"
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p.add_argument("--videos", type=Path, default=default_videos,
+                   help="folder of videos (+ no_face.csv); default: the reference data's data/real "
+                        f"({default_videos or 'not found here'})")
     p.add_argument("--frames", type=int, default=40, help="frames per video for the detector comparison")
     p.add_argument("--detectors", nargs="*", default=None,
                    help=f"detectors to compare (default: every installed one of {', '.join(DETECTORS)})")
     p.add_argument("--skip-end-to-end", action="store_true", help="only the detector comparison")
-    args = p.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured
+    args = p.parse_args(argv)
+    if args.videos is None:
+        raise UsageError("no videos to benchmark: pass --videos DIR (a folder of videos, optionally with a "
+                         "no_face.csv); the default, data/real of the project's reference data (../shared beside a "
+                         "checkout, or $FERTRAIN_SHARED), is not here")
+    root = args.videos
+    if not root.is_dir():
+        raise UsageError(f"--videos {root}: no such folder")
+    videos, labels = find_videos(root), _labels(root)  # DatasetError (exit 2) for a folder without videos
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured
     cv2.setNumThreads(1)
-    root = Path(args.videos)
-    videos, labels = find_videos(root), _labels(root)
     avail = available_detectors()
     names = args.detectors or [n for n, why in avail.items() if why is None]
     print(f"# Face pipeline benchmark\n\n{cpu_model()}; {load_line()}; OpenCV 1 thread\n")
@@ -197,4 +219,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

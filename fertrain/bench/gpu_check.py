@@ -1,9 +1,9 @@
 """GPU check: one Markdown table of what fertrain does on a GPU machine (issue 19), in under 8 minutes on one GPU.
 
-Run from the repository root::
+One command (``fertrain-gpu-check``, or ``scripts/gpu_check.py`` in a checkout)::
 
-    .venv/bin/python scripts/gpu_check.py                 # on a GPU machine (about 5-7 minutes on one GPU)
-    .venv/bin/python scripts/gpu_check.py --smoke         # CPU, seconds: every code path on tiny inputs (tests)
+    python -m fertrain.bench.gpu_check                 # on a GPU machine (about 5-7 minutes on one GPU)
+    python -m fertrain.bench.gpu_check --smoke         # CPU, seconds: every code path on tiny inputs (tests)
 
 Rows of the table (``check`` column):
 
@@ -40,23 +40,26 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import REPO, load_line, markdown_table  # noqa: E402
+import fertrain
+from fertrain.bench.common import load_line, markdown_table
+from fertrain.cli import guarded
 
-import pytorch_lightning as pl  # noqa: E402
-from torch import nn  # noqa: E402
+PROG = "python -m fertrain.bench.gpu_check"
 
 HEADER = ["check", "what", "precision", "batch", "ms/step", "peak GiB", "throughput", "detail"]
 MODELS = {"MSCM": "dfew_mscm", "CEFLNet": "dfew_ceflnet", "DMFE": "rafdb_dmfe"}  # model -> experiment config
 PRECISIONS = ("fp32", "bf16-mixed", "16-mixed")
-# DFEW clip_224x224 frame counts: log-normal fit of the 11,697 real counts (scripts/bench_data.py)
+# DFEW clip_224x224 frame counts: log-normal fit of the 11,697 real counts (fertrain.bench.data)
 LOG_MU, LOG_SIGMA, MIN_FRAMES, MAX_FRAMES = 4.221, 0.480, 12, 847
 
 
@@ -333,16 +336,18 @@ def ddp_rows(root: Path, devices: int, steps: int, workers: int, single_ms: floa
     """``ddp``: fertrain's own CLI with trainer=ddp over every visible GPU (a subprocess: Lightning's ddp
     re-runs the command line for the other ranks)."""
     out = root / "ddp_steps.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(Path(__file__).resolve().parent),
-                                                      os.environ.get("PYTHONPATH", "")]))
+    # the fertrain that runs this check (a checkout or an installed wheel), for the callback below
+    package_root = str(Path(fertrain.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     cmd = [sys.executable, "-m", "fertrain", "+experiment=dfew_mscm", f"data.root={root}", "trainer=ddp",
            f"trainer.devices={devices}", f"++trainer.max_steps={steps}", "++trainer.limit_val_batches=0",
            "trainer.num_sanity_val_steps=0", "test=false", f"data.datamodule.num_workers={workers}",
            f"paths.log_dir={root / 'ddp_logs'}", "logger=csv", "predict_video=null", "optimized_metric=null",
-           "+callbacks.gpu_check_steps._target_=gpu_check.StepTimes", f"+callbacks.gpu_check_steps.out={out}",
+           "+callbacks.gpu_check_steps._target_=fertrain.bench.gpu_check.StepTimes",
+           f"+callbacks.gpu_check_steps.out={out}",
            *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0 or not out.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -361,8 +366,8 @@ def ddp_rows(root: Path, devices: int, steps: int, workers: int, single_ms: floa
 
 
 # ---------------------------------------------------------------------------------------------------- main
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny inputs, seconds (the test runs this)")
     parser.add_argument("--clips", type=int, default=2100, help="clips of the synthetic stream (default 2100)")
@@ -374,7 +379,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+@guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every section (on the CPU with ``--smoke``); print the one table. Returns 0."""
     args = parse_args(argv)
     started = time.perf_counter()
     has_gpu = torch.cuda.is_available() and not args.smoke
@@ -420,4 +427,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,8 +1,10 @@
 """Print a Markdown table of every model's size and cost: parameters, GFLOPs per clip, CPU train-step time, and
 the pretrained weights each experiment of the model expects with their input normalisation.
 
-Usage:
-    python scripts/model_card.py [--frames 8] [--size 112] [--batch 2] [--repeats 3] [--num-classes 7]
+Usage (``fertrain-model-card``, ``make model-card``, or ``scripts/model_card.py`` in a checkout)::
+
+    python -m fertrain.bench.model_card [--frames 8] [--size 112] [--batch 2] [--repeats 3] [--num-classes 7]
+    python -m fertrain.bench.model_card --models mscm dmfe     # only these rows (keys: see --help)
 
 Inputs: the clip-level video models (MSCM, FrameMeanResNet18, R3D18) take ``--frames`` x ``--size``; the other
 models take their own default input, given in the table: CEFLNet 7 clips x 5 frames (T = 35, its sampler),
@@ -15,10 +17,10 @@ see ``fertrain.models.complexity``). Time: forward + backward of a random batch 
 train mode on this machine's CPU with torch's default thread count, median of ``--repeats`` runs after one
 warm-up, divided by the batch size (milliseconds per clip).
 
-Weights: every ``conf/experiment/*.yaml`` is composed (as ``python -m fertrain +experiment=NAME`` would) and grouped
-by its model; the column lists each weights entry (``conf/weights``, ``none`` = random init) with the normalisation
-the datamodule then applies (``data.datamodule.mean/std``; ``[0, 1]`` when mean 0 and std 1) and the experiments
-that use it.
+Weights: every packaged ``conf/experiment/*.yaml`` (:func:`fertrain.config.config_dir`) is composed (as
+``python -m fertrain +experiment=NAME`` would) and grouped by its model; the column lists each weights entry
+(``conf/weights``, ``none`` = random init) with the normalisation the datamodule then applies
+(``data.datamodule.mean/std``; ``[0, 1]`` when mean 0 and std 1) and the experiments that use it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from fertrain.cli import guarded
 from fertrain.models import MSCM, R3D18, FrameMeanResNet18, R2Plus1D18
 from fertrain.models.baselines import ResNet18Image
 from fertrain.models.ceflnet import CEFLNet
@@ -38,16 +41,18 @@ from fertrain.models.complexity import count_parameters, gflops_per_clip
 from fertrain.models.dmfe import DMFE
 from fertrain.models.fesnet import FESNet
 
-# name -> (constructor(num_classes), input (T, size) or None for --frames/--size)
-MODELS: dict[str, tuple[Callable[[int], nn.Module], tuple[int, int] | None]] = {
-    "MSCM (ResNet-18, corr. after layer1)": (lambda n: MSCM(num_classes=n), None),
-    "FrameMeanResNet18": (lambda n: FrameMeanResNet18(num_classes=n), None),
-    "R3D18": (lambda n: R3D18(num_classes=n), None),
-    "R2Plus1D18": (lambda n: R2Plus1D18(num_classes=n), None),
-    "CEFLNet (7 clips x 5 frames)": (lambda n: CEFLNet(num_classes=n), (35, 112)),
-    "DMFE (image)": (lambda n: DMFE(num_classes=n), (1, 112)),
-    "ResNet18Image (image)": (lambda n: ResNet18Image(num_classes=n), (1, 112)),
-    "FESNet (spotting window)": (lambda n: FESNet(num_classes=3), (32, 64)),
+PROG = "python -m fertrain.bench.model_card"
+
+# key (--models) -> (row name, constructor(num_classes), input (T, size) or None for --frames/--size)
+MODELS: dict[str, tuple[str, Callable[[int], nn.Module], tuple[int, int] | None]] = {
+    "mscm": ("MSCM (ResNet-18, corr. after layer1)", lambda n: MSCM(num_classes=n), None),
+    "frame_mean": ("FrameMeanResNet18", lambda n: FrameMeanResNet18(num_classes=n), None),
+    "r3d18": ("R3D18", lambda n: R3D18(num_classes=n), None),
+    "r2plus1d18": ("R2Plus1D18", lambda n: R2Plus1D18(num_classes=n), None),
+    "ceflnet": ("CEFLNet (7 clips x 5 frames)", lambda n: CEFLNet(num_classes=n), (35, 112)),
+    "dmfe": ("DMFE (image)", lambda n: DMFE(num_classes=n), (1, 112)),
+    "resnet18_image": ("ResNet18Image (image)", lambda n: ResNet18Image(num_classes=n), (1, 112)),
+    "fesnet": ("FESNet (spotting window)", lambda n: FESNet(num_classes=3), (32, 64)),
 }
 
 
@@ -96,8 +101,12 @@ def experiment_weights() -> dict[str, str]:
             for model, by_entry in uses.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the model card (Markdown) on stdout. Returns 0."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), metavar="KEY",
+                        help=f"rows to measure, in this order (default all: {' '.join(MODELS)})")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip T (default 8)")
     parser.add_argument("--size", type=int, default=112, help="frame height = width in pixels (default 112)")
     parser.add_argument("--batch", type=int, default=2, help="clips per timed batch (default 2)")
@@ -112,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| model | input T x size | params (M) | GFLOPs / clip | train ms / clip (CPU) | weights expected "
           "(normalisation): experiments |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
-    for name, (build, own) in MODELS.items():
+    for key in args.models:
+        name, build, own = MODELS[key]
         torch.manual_seed(0)
         model = build(args.num_classes)
         shape = clip_shape if own is None else (own[0], 3, own[1], own[1])
@@ -121,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         ms = train_step_ms_per_clip(model, args.batch, shape, args.repeats)
         used = weights.get(type(model).__name__, "no experiment (weights=<entry> with a matching arch)")
         print(f"| {name} | {shape[0]} x {shape[2]} | {params:.2f} | {gflops:.2f} | {ms:.0f} | {used} |", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,10 +1,10 @@
 """Train FESNet on ``synthetic_spotting`` under a CPU time budget; print its test F1 with TP/FP/FN, and the F1 of
 the training-free feature-difference baseline (:mod:`fertrain.spotting.baseline`) on the same test videos.
 
-Usage (from the repository root)::
+Usage (or ``scripts/synthetic_spotting_check.py`` in a checkout)::
 
-    .venv/bin/python scripts/synthetic_spotting_check.py                     # 3-minute training budget
-    .venv/bin/python scripts/synthetic_spotting_check.py --minutes 1 trainer.max_epochs=2 optimizer.lr=1e-3
+    python -m fertrain.bench.synthetic_spotting                     # 3-minute training budget
+    python -m fertrain.bench.synthetic_spotting --minutes 1 trainer.max_epochs=2 optimizer.lr=1e-3
 
 FESNet goes through the real entry point (:func:`fertrain.train.run`, experiment ``synthetic_fesnet``; run folder
 ``logs/synthetic_spotting_check/``): training stops after ``--minutes`` (Lightning ``max_time``) or
@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from fertrain.cli import guarded
 from fertrain.config import config_dir
 from fertrain.metrics.spotting import SpottingF1
 from fertrain.tasks.spotting import format_counts
 from fertrain.train import run
+
+PROG = "python -m fertrain.bench.synthetic_spotting"
 
 
 def baseline_f1(cfg) -> tuple[dict[str, float], float]:
@@ -52,14 +56,16 @@ def baseline_f1(cfg) -> tuple[dict[str, float], float]:
     return metric.compute(), time.perf_counter() - t0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train FESNet under the budget, run the baseline; print both F1 lines. Returns 0."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="FESNet training budget (wall clock)")
     parser.add_argument("--log-dir", default="logs/synthetic_spotting_check")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=4")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     seconds = int(args.minutes * 60)
     overrides = ["+experiment=synthetic_fesnet", f"paths.output_dir={Path(args.log_dir) / 'synthetic_fesnet'}",
@@ -79,7 +85,8 @@ def main() -> None:
     if not args.no_baseline:
         res, sec = baseline_f1(cfg)
         print(f"baseline (LBP feature difference, training-free, {sec:.0f} s): {format_counts(res)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

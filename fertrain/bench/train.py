@@ -1,11 +1,11 @@
 """Training-step benchmark: clips/s and peak memory of fertrain's video models, and how the cost grows.
 
-Run from the repository root (one command)::
+One command (``fertrain-bench-train``, or ``scripts/bench_train.py`` in a checkout)::
 
-    .venv/bin/python scripts/bench_train.py            # --quick (default): a few minutes on 2 CPU cores
-    .venv/bin/python scripts/bench_train.py --full     # every model x batch 1/8/32, T 8/16/32 x 112/224 pixels
-    .venv/bin/python scripts/bench_train.py --compile --channels-last   # + compiled / NHWC rows (CPU: minutes)
-    .venv/bin/python scripts/bench_train.py --device cuda --amp bf16 --channels-last --compile   # on a GPU
+    python -m fertrain.bench.train            # --quick (default): a few minutes on 2 CPU cores
+    python -m fertrain.bench.train --full     # every model x batch 1/8/32, T 8/16/32 x 112/224 pixels
+    python -m fertrain.bench.train --compile --channels-last   # + compiled / NHWC rows (CPU: minutes)
+    python -m fertrain.bench.train --device cuda --amp bf16 --channels-last --compile   # on a GPU
 
 A training step is ``zero_grad`` + forward + cross-entropy + backward + AdamW step on random normalised clips
 float ``(B, T, 3, H, W)`` (7 classes, random init). The default input is DFEW's configuration: ``T = 16``
@@ -50,18 +50,19 @@ import gc
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import cpu_model, fmt, load_line, markdown_table, peak_rss_mib, reset_peak_rss, rss_mib  # noqa: E402
+from fertrain.bench.common import cpu_model, fmt, load_line, markdown_table, peak_rss_mib, reset_peak_rss, rss_mib
+from fertrain.cli import UsageError, guarded
+from fertrain.models import MSCM, R3D18, FrameMeanResNet18
+from fertrain.models.complexity import count_parameters, gflops_per_clip
 
-from fertrain.models import MSCM, R3D18, FrameMeanResNet18  # noqa: E402
-from fertrain.models.complexity import count_parameters, gflops_per_clip  # noqa: E402
+PROG = "python -m fertrain.bench.train"
 
 NUM_CLASSES = 7
 DEFAULT_T, DEFAULT_SIZE = 16, 112  # DFEW config: SegmentSampler(8, 2), data.image_size=112
@@ -379,8 +380,8 @@ def profile_step(config: Config, rt: Runtime, rows: int = 12) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", const="quick", dest="preset",
@@ -410,7 +411,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+@guarded(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print its tables (stdout) and progress (stderr). Returns 0.
+
+    Raises:
+        UsageError: ``--device cuda`` without a GPU.
+    """
     args = parse_args(argv)
 
     def log(msg: str) -> None:
@@ -423,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     has_gpu = torch.cuda.is_available()
     if args.device == "cuda" and not has_gpu:
-        raise SystemExit("--device cuda: no GPU is available (torch.cuda.is_available() is False)")
+        raise UsageError("--device cuda: no GPU is available (torch.cuda.is_available() is False)")
     runtimes = []
     if args.device != "cuda":
         runtimes.append(Runtime(torch.device("cpu")))  # eager: the targets
@@ -481,4 +488,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
