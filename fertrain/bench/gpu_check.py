@@ -133,7 +133,7 @@ def step_rows(device: torch.device, smoke: bool, steps: int) -> list[list[str]]:
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
             rows.append(["step", name, precision, str(batch), f"{ms:.1f}", "n/a" if peak is None else f"{peak:.2f}",
                          f"{batch / ms * 1e3:.1f} clips/s", f"input {frames} x 3 x {size} x {size}, "
-                         f"median of {len(times)} steps, loss {float(loss):.3f}"])
+                         f"median of {len(times)} steps, loss {float(loss.detach()):.3f}"])
             log(f"  step {name} {precision}: {ms:.1f} ms")
             del model, opt
     return rows
