@@ -32,14 +32,14 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 model-card: install
-	$(PY) scripts/model_card.py
+	$(PY) -m fertrain.bench.model_card
 
-## make bench-data / bench-train: throughput benchmarks (Markdown tables; see scripts/bench_*.py --help)
+## make bench-data / bench-train: throughput benchmarks (Markdown tables; see python -m fertrain.bench.data --help, python -m fertrain.bench.train --help)
 bench-data: install
-	$(PY) scripts/bench_data.py $(BENCH_ARGS)
+	$(PY) -m fertrain.bench.data $(BENCH_ARGS)
 
 bench-train: install
-	$(PY) scripts/bench_train.py $(BENCH_ARGS)
+	$(PY) -m fertrain.bench.train $(BENCH_ARGS)
 
 clean:
 	rm -rf logs outputs multirun .cache .pytest_cache

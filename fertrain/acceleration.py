@@ -21,8 +21,8 @@ instantiates :class:`Trainer`, ``pytorch_lightning.Trainer`` with these two argu
   (``channels_last_3d`` for a model with 3-D convolutions), so convolutions run NHWC (cuDNN's and oneDNN's native
   layout). Outputs equal the default layout's up to the rounding of the convolution algorithms.
 
-Measured figures: ``scripts/bench_train.py --compile`` / ``--channels-last`` (CPU and GPU) and
-``scripts/gpu_check.py``.
+Measured figures: ``python -m fertrain.bench.train --compile`` / ``--channels-last`` (CPU and GPU) and
+``python -m fertrain.bench.gpu_check``.
 """
 
 from __future__ import annotations

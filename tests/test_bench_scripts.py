@@ -1,12 +1,17 @@
-"""Smoke tests of the benchmark scripts, and of the fast decode/flip paths the data benchmark relies on.
+"""Smoke tests of the benchmarks and checks of :mod:`fertrain.bench`, and of the fast decode/flip paths the data
+benchmark relies on.
 
-The scripts run as a user runs them (a subprocess from the repository root) in their smallest configuration
-(``--smoke``); the tests check the printed Markdown tables have the expected columns and rows, not the speeds
-(the machine is shared: speeds are what the scripts are for).
+The tools run in-process (``main(argv)``, as ``python -m fertrain.bench.<name>`` calls it) in their smallest
+configuration (``--smoke``); the tests check the printed Markdown tables have the expected columns and rows, not
+the speeds (the machine is shared: speeds are what the tools are for). One test runs a ``scripts/`` shim as a
+user does (a subprocess), where the subprocess is the point; the installed wheel's console scripts are run by
+``tests/report/test_wheel.py``.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -15,19 +20,36 @@ import albumentations as A
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from fertrain.data.readers import _decode_image, list_frame_files, read_frames
 from fertrain.data.transforms import _ClipHorizontalFlip
 
 REPO = Path(__file__).resolve().parents[1]
+# scripts/<old name>.py -> the fertrain.bench module its shim runs
+SHIMS = {"bench_data": "data", "bench_train": "train", "bench_check": "check", "bench_faces": "faces",
+         "gpu_check": "gpu_check", "model_card": "model_card", "synthetic_motion_check": "synthetic_motion",
+         "synthetic_spotting_check": "synthetic_spotting"}
 
 
-def run_script(name: str, *args: str, timeout: float = 120) -> str:
-    """Run ``scripts/<name>`` with the test interpreter from the repo root; return its stdout (fail on rc != 0)."""
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    return proc.stdout
+@pytest.fixture
+def run_tool(capsys: pytest.CaptureFixture[str]):
+    """``run_tool(module, *args)``: ``fertrain.bench.<module>.main(args)`` in this process; returns its stdout
+    (fails on a status other than 0). Restores torch's thread count, which the benchmarks set."""
+    threads = torch.get_num_threads()
+
+    def run(module: str, *args: str) -> str:
+        capsys.readouterr()
+        try:
+            code = importlib.import_module(f"fertrain.bench.{module}").main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+        out, err = capsys.readouterr()
+        assert code == 0, f"fertrain.bench.{module} {' '.join(args)} exited {code}:\n{out}\n{err[-3000:]}"
+        return out
+
+    yield run
+    torch.set_num_threads(threads)
 
 
 def markdown_tables(text: str) -> list[list[list[str]]]:
@@ -52,10 +74,61 @@ def as_float(cell: str) -> float:
         pytest.fail(f"expected a number in the table cell, found {cell!r}")
 
 
-# --------------------------------------------------------------------------------------------- bench_data.py
+# ------------------------------------------------------------------------------------------ scripts/ shims
+def test_every_script_shim_runs_its_bench_module() -> None:
+    """Each ``scripts/<old name>.py`` imports ``main`` from its ``fertrain.bench`` module and exits with its status;
+    the module exists and has ``main``. No other Python file is left in ``scripts/``."""
+    assert {p.stem for p in (REPO / "scripts").glob("*.py")} == set(SHIMS)
+    for shim, module in SHIMS.items():
+        tree = ast.parse((REPO / "scripts" / f"{shim}.py").read_text())
+        (imp,) = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
+        assert imp.module == f"fertrain.bench.{module}" and [a.name for a in imp.names] == ["main"], shim
+        assert ast.unparse(tree.body[-1]) == "raise SystemExit(main())", shim
+        assert callable(importlib.import_module(f"fertrain.bench.{module}").main), module
+
+
+def test_script_shim_runs_as_a_user_runs_it(tmp_path: Path) -> None:
+    """``python scripts/bench_faces.py`` from the repository root: the shim reaches the module's argument parsing
+    and its guarded errors (one line, exit status 2, naming the option)."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_faces.py"), "--videos",
+                           str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    missing = tmp_path / "missing"
+    assert proc.stderr.strip() == f"python -m fertrain.bench.faces: error: --videos {missing}: no such folder"
+
+
+def test_bench_faces_without_reference_data_names_the_option(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               tmp_path: Path) -> None:
+    from fertrain.bench import faces
+
+    monkeypatch.setenv("FERTRAIN_SHARED", str(tmp_path / "no_shared"))
+    with pytest.raises(SystemExit) as exit_:
+        faces.main([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m fertrain.bench.faces: error: no videos to benchmark: pass --videos DIR"), err
+
+
+def test_bench_data_frame_counts_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The DFEW frame counts come from ``--frame-counts`` (a missing file is a usage error naming the option)."""
+    from fertrain.bench import data
+
+    with pytest.raises(SystemExit) as exit_:
+        data.main(["--smoke", "--frame-counts", str(tmp_path / "none.csv"), "--cache-dir", str(tmp_path)])
+    assert exit_.value.code == 2 and "--frame-counts" in capsys.readouterr().err
+    counts = tmp_path / "frame_counts.csv"
+    counts.write_text("video_name,num_frames\n1,30\n2,31\n")
+    drawn, source = data.frame_counts(50, np.random.default_rng(0), counts)
+    assert set(drawn.tolist()) == {30, 31} and str(counts) in source
+    drawn, source = data.frame_counts(50, np.random.default_rng(0), None)
+    assert drawn.min() >= data.MIN_FRAMES and "fallback log-normal" in source and "--frame-counts" in source
+
+
+# ----------------------------------------------------------------------------------------- fertrain.bench.data
 @pytest.mark.slow
-def test_bench_data_smoke_table(tmp_path: Path) -> None:
-    out = run_script("bench_data.py", "--smoke", "--cache-dir", str(tmp_path))
+def test_bench_data_smoke_table(tmp_path: Path, run_tool) -> None:
+    out = run_tool("data", "--smoke", "--cache-dir", str(tmp_path))
     tables = markdown_tables(out)
     assert len(tables) in (1, 2), f"bench_data prints the loader table and the decoder table:\n{out}"
     header, *rows = tables[0]
@@ -86,9 +159,9 @@ def test_bench_data_smoke_table(tmp_path: Path) -> None:
     assert (tmp_path / "v2_frames_224x224_n8_seed0_q90" / "complete.json").is_file(), "data must go to --cache-dir"
 
 
-# -------------------------------------------------------------------------------------------- bench_train.py
-def test_bench_train_smoke_tables() -> None:
-    out = run_script("bench_train.py", "--smoke", "--device", "cpu")
+# ---------------------------------------------------------------------------------------- fertrain.bench.train
+def test_bench_train_smoke_tables(run_tool) -> None:
+    out = run_tool("train", "--smoke", "--device", "cpu")
     models, scaling, checkpoints = markdown_tables(out)
     assert models[0] == ["device", "model", "batch", "input T x H x W", "ms/step", "clips/s", "x backbone",
                          "x backbone (CPU)", "first step (s)", "peak mem (MiB)", "params (M)", "GFLOPs/clip", "steps"]
@@ -108,12 +181,12 @@ def test_bench_train_smoke_tables() -> None:
     assert "GPU:" in out
 
 
-# -------------------------------------------------------------------------------------------- gpu_check.py
+# ------------------------------------------------------------------------------------ fertrain.bench.gpu_check
 @pytest.mark.slow
-def test_gpu_check_smoke_prints_one_table() -> None:
+def test_gpu_check_smoke_prints_one_table(run_tool) -> None:
     """The GPU check's CPU smoke mode runs every section on tiny inputs and prints one table: step rows for
     MSCM, CEFLNet and DMFE in three precisions, the stream row, the decode rows and the DDP row."""
-    out = run_script("gpu_check.py", "--smoke", timeout=300)
+    out = run_tool("gpu_check", "--smoke")
     tables = markdown_tables(out)
     assert len(tables) == 1, out
     header, *rows = tables[0]

@@ -15,7 +15,7 @@ what it is; its weights; its landmarks; its default detection side (shorter side
 
 The side is ``FaceOptions.detect_side``'s default: the frame is resized to it before detecting. The default
 detector was chosen by measurement on the five videos of ``../shared/data/real`` (2 cores; issue 17 and
-``scripts/bench_faces.py``): dlib HOG at side 360 finds the face on every labelled face frame and nowhere else
+``python -m fertrain.bench.faces``): dlib HOG at side 360 finds the face on every labelled face frame and nowhere else
 (every no-face span of ``no_face.csv`` exact to 1 frame, before any temporal rule), including the tilted laugh
 at the end of ``WolfgangLanger_Pexels.mp4`` that the Haar cascade misses, at about 0.9x the Haar cascade's
 frames per second. ``facenet-pytorch`` pins torch < 2.3 and numpy < 2 and is unmaintained since 2024-04, so it is

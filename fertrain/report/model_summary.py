@@ -16,7 +16,7 @@ class ModelSummary(RichModelSummary):
 
     Lightning counts FLOPs only when the module sets ``example_input_array``; fertrain's tasks do not (the clip
     shape belongs to the data config), so Lightning's table shows a column of zeros and "Total FLOPs: 0", which
-    reads as a measurement. ``scripts/model_card.py`` measures FLOPs per clip instead. Installed by
+    reads as a measurement. ``python -m fertrain.bench.model_card`` measures FLOPs per clip instead. Installed by
     :func:`summary_callbacks` in place of Lightning's summary.
 
     Args:

@@ -1,4 +1,4 @@
-"""Helpers shared by ``scripts/bench_data.py`` and ``scripts/bench_train.py``: machine load, memory, tables.
+"""Helpers shared by the benchmarks of :mod:`fertrain.bench`: machine load, memory, tables, where data live.
 
 Memory figures come from Linux ``/proc`` (``VmRSS``: resident set now; ``VmHWM``: peak resident set since the
 process started or since :func:`reset_peak_rss`). RSS counts pages shared with other processes (e.g. a
@@ -14,12 +14,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-
 __all__ = [
-    "REPO",
-    "SHARED",
+    "cache_dir",
     "child_pids",
     "cpu_model",
     "cpu_seconds",
@@ -29,7 +25,30 @@ __all__ = [
     "peak_rss_mib",
     "reset_peak_rss",
     "rss_mib",
+    "shared_dir",
 ]
+
+
+def shared_dir() -> Path | None:
+    """The project's optional reference-data folder (real videos with labels, DFEW frame counts), or None.
+
+    ``$FERTRAIN_SHARED`` when set; otherwise ``../shared`` beside a source checkout (the folder that holds
+    ``pyproject.toml`` and the ``fertrain`` package). An installed wheel has no checkout: then only the
+    environment variable (or the tools' own options) point at the data. *Ours*: no public layout.
+    """
+    env = os.environ.get("FERTRAIN_SHARED")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "fertrain").is_dir():
+        return checkout.parent / "shared"
+    return None
+
+
+def cache_dir() -> Path:
+    """Where benchmarks keep generated data: ``<FERTRAIN_ROOT or the current folder>/.cache/bench`` (the same root
+    as the configs' ``paths.cache_dir``)."""
+    return Path(os.environ.get("FERTRAIN_ROOT", ".")) / ".cache" / "bench"
 
 
 def load_line() -> str:
