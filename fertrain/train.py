@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import socket
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
@@ -139,6 +140,16 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     tmp.replace(path)
+
+
+def _interrupted(err: BaseException) -> bool:
+    """A KeyboardInterrupt, or the ``SystemExit(1)`` Lightning raises after handling one (it is the context)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
@@ -389,6 +400,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             rr.finish_run_record(out_dir, record, "killed", error=str(err))
         raise
     except BaseException as err:
+        if _interrupted(err):  # Ctrl-C: a stop like SIGTERM's, not a failure of the run; exit status 130 (SIGINT)
+            message = ("interrupted (Ctrl-C / SIGINT); run the same command with ckpt_path=last to continue from the "
+                       "last checkpoint")
+            if record is not None:
+                rr.finish_run_record(out_dir, record, "killed", error=message)
+            print(f"fertrain: error: {message}", file=sys.stderr)
+            raise SystemExit(130) from None
         if record is not None:
             from fertrain.cli import explain
 
@@ -604,8 +622,9 @@ def main() -> float | None:
 
     Exit status (:mod:`fertrain.cli`): 0 success; 1 runtime failure (non-finite loss, checkpoint write failed,
     stopped by SIGTERM/SIGUSR1, ...); 2 usage or configuration error (unknown or wrong-type override, missing
-    dataset, unusable checkpoint, run directory holding another run, unwritable output folder). Every error is
-    printed once as ``fertrain: error: <message>``.
+    dataset, unusable checkpoint, run directory holding another run, unwritable output folder); 130 interrupted by
+    Ctrl-C (run.json status ``killed``; resume with ``ckpt_path=last``). Every error is printed once as
+    ``fertrain: error: <message>``.
     """
     return run_guarded("fertrain", _hydra_main)
 

@@ -145,7 +145,7 @@ class ClipDataModule(pl.LightningDataModule):
         if isinstance(min_frames, bool) or not isinstance(min_frames, int) or min_frames < 1:
             raise DatasetError(f"data.min_frames must be an integer >= 1 (frames), got {min_frames!r}")
         if check_level not in ("auto", *LEVELS):
-            raise DatasetError(f"data.check_level must be one of auto, {', '.join(LEVELS)}; got {check_level!r}")
+            raise DatasetError(f"data.datamodule.check_level must be one of auto, {', '.join(LEVELS)}; got {check_level!r}")
         check_decoder(decoder)  # in the main process: one clear error before any worker starts
         if augment_on not in ("worker", "device"):
             raise ValueError(f"data.augment_on={augment_on!r}: expected 'worker' or 'device'")

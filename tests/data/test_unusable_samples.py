@@ -300,7 +300,7 @@ def test_policy_arguments_are_checked(dfew):
         dm_of(DFEW(dfew, fold=1), max_corrupt_frac=2)
     with pytest.raises(DatasetError, match=r"data\.min_frames must be an integer >= 1"):
         dm_of(DFEW(dfew, fold=1), min_frames=0)
-    with pytest.raises(DatasetError, match=r"data\.check_level must be one of auto, exists, structure, decode"):
+    with pytest.raises(DatasetError, match=r"data\.datamodule\.check_level must be one of auto, exists, structure, decode"):
         dm_of(DFEW(dfew, fold=1), check_level="deep")
     assert set(REASONS) == {"missing", "empty", "zero_byte", "unreadable", "corrupt_frame", "truncated", "too_short"}
 

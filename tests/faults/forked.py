@@ -64,7 +64,7 @@ def start(args: Sequence[str], cwd: Path, log: Path, module: str = "fertrain",
             os.environ.update(env or {})
             os.environ.update(WANDB_MODE="offline", PYTHONUNBUFFERED="1")
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter: Ctrl-C raises
             import torch
             from hydra.core.global_hydra import GlobalHydra
 

@@ -9,7 +9,8 @@ same config and config hash):
 - ``ckpt_write:E``: in the middle of writing the first checkpoint file after validation epoch E (half the bytes
   are written, then the process dies); ``disk_full:E``: that write fails with ``OSError(ENOSPC)`` instead and the
   process lives on;
-- ``sigterm:E:B``: the process sends itself SIGTERM at the start of training batch B of epoch E;
+- ``sigterm:E:B``: the process sends itself SIGTERM at the start of training batch B of epoch E; ``sigint:E:B``:
+  SIGINT (Ctrl-C) there;
 - ``test:TAG``: the first test batch of ``test_best``/``test_last``;
 - ``fit_start:N``: the N-th ``fit`` of this process (between the jobs of a multirun or the trials of a sweep).
 
@@ -73,6 +74,8 @@ class KillAt(pl.Callback):
             die()
         if self._is("sigterm", trainer.current_epoch, batch_idx):
             os.kill(os.getpid(), signal.SIGTERM)
+        if self._is("sigint", trainer.current_epoch, batch_idx):
+            os.kill(os.getpid(), signal.SIGINT)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: Any, loss: Any) -> None:
         if self._is("backward", trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx):

@@ -53,6 +53,7 @@ SINGLE = {  # name: (FERTRAIN_TEST_KILL, extra overrides, exit status of the int
     "test": (f"test:{TEST_TAG}", [], -signal.SIGKILL),
     "mid-epoch": (f"backward:{MID_EPOCH}:1", ["checkpoint.every_n_train_steps=1"], -signal.SIGKILL),
     "sigterm": (f"sigterm:{SIGTERM_AT[0]}:{SIGTERM_AT[1]}", [], 1),
+    "ctrl-c": (f"sigint:{SIGTERM_AT[0]}:{SIGTERM_AT[1]}", [], 130),
 }
 RUN = Path("logs") / "synthetic_mscm" / "seed42"
 
@@ -111,6 +112,9 @@ def test_kill_then_resume_equals_uninterrupted(point: str, shared: dict, tmp_pat
         message = f"fertrain: error: stopped by SIGTERM at {where}; {state}: run the same command with ckpt_path=last"
         assert message in log and log.count("fertrain: error:") == 1 and "Traceback" not in log
         assert record["status"] == "killed" and "SIGTERM" in record["error"]
+    elif point == "ctrl-c":  # Lightning handles the KeyboardInterrupt and exits; the record says what happened
+        assert "fertrain: error: interrupted (Ctrl-C / SIGINT)" in log and log.count("fertrain: error:") == 1
+        assert record["status"] == "killed" and "Ctrl-C" in record["error"] and "Traceback" not in log
     else:
         assert record["status"] == "running" and run_flags(record) == ["killed"], "a dead 'running' run is killed"
     if point == "checkpoint-write":  # killed half way through a write: the file in place is still a whole one
