@@ -30,21 +30,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fertrain.cli import RunFailure, UsageError, guarded
+from fertrain.sweep import _override
 
 log = logging.getLogger("fertrain.sweep_best")
-
-
-def _override(name: str, value: Any) -> str:
-    """A Hydra override that sets or adds ``name`` to ``value`` (strings quoted)."""
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = str(value).lower()
-    elif isinstance(value, (int, float)):
-        text = repr(value)
-    else:
-        text = "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return f"++{name}={text}"
 
 
 def open_storage(spec: str) -> Any:
