@@ -25,7 +25,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One face cache for the whole session: the demo video's aligned faces (``conf/data/demo.yaml``'s
-    ``data.faces``), extracted once (~14 s on one core). Tests that build the demo pass
+    ``data.faces``), extracted once (~15 s on one core). Tests that build the demo pass
     ``data.cache_dir=<this folder>`` (and ``cache_dir=`` to predict) so they reuse them."""
     from hydra.utils import instantiate
 

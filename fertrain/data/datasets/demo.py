@@ -228,7 +228,7 @@ class DemoVideo:
     fps=fps)``, ``source`` the video itself, or with ``faces`` the ``.npy`` array of its aligned faces (module
     docstring). All parsing and checks happen in the constructor. Without ``faces`` nothing is decoded and the
     video's length is not probed: annotations must stay inside it (readers clamp an over-long segment). With
-    ``faces`` the face pipeline runs here (about 14 s for the packaged video on one CPU core; a cache hit costs
+    ``faces`` the face pipeline runs here (about 15 s for the packaged video on one CPU core; a cache hit costs
     milliseconds).
 
     Args:
