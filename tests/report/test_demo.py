@@ -129,7 +129,8 @@ def test_a_window_with_a_frame_without_a_face_fails_and_is_counted(tmp_path: Pat
     monkeypatch.setattr(fertrain.preprocess, "extract_faces", lambda *a, **k: fake["faces"])
     kwargs = dict(window=8, chunk=16, eval_stride=4, train_stride=2, balance_eval=True, faces={"size": 80},
                   cache_dir=tmp_path)
-    fake["faces"] = _faces_without(real, no_face=slice(100, 110))  # frames 100..109: in the 5 train windows 96..103, ..., 104..111
+    # no face in frames 100..109: they are in the 5 train windows 96..103, 98..105, ..., 104..111
+    fake["faces"] = _faces_without(real, no_face=slice(100, 110))
     with pytest.raises(DatasetError) as err:
         DemoVideo(**kwargs)
     msg = str(err.value)
