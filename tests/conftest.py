@@ -20,3 +20,18 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"{SHARED}/data not present (reference data beside the repo is only on developer/CI machines)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def demo_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One face cache for the whole session: the demo video's aligned faces (``conf/data/demo.yaml``'s
+    ``data.faces``), extracted once (~15 s on one core). Tests that build the demo pass
+    ``data.cache_dir=<this folder>`` (and ``cache_dir=`` to predict) so they reuse them."""
+    from hydra.utils import instantiate
+
+    from tests.helpers import compose_config
+
+    cache = tmp_path_factory.mktemp("demo_faces")
+    cfg = compose_config([f"data.cache_dir={cache}"], tmp_path_factory.mktemp("demo_faces_cfg"))
+    instantiate(cfg.data.datamodule.source)  # runs the face pipeline, writes faces-<key>.npz and the frame array
+    return cache

@@ -62,24 +62,55 @@ def test_missing_dataset_root_gives_one_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in err and "EmoLabel_DataSplit" not in proc.stdout, "printed once, on stderr"
 
 
-def test_demo_pipeline_and_predict_cli(tmp_path: Path) -> None:
-    """The default (no experiment) job on the embedded real video, shrunk, then the predict CLI on its ckpt."""
-    fertrain(["debug=limit", "data.image_size=64", "data.datamodule.batch_size=4", f"paths.log_dir={tmp_path / 'logs'}",
-              "predict_video=${data.predict_video}"], tmp_path)
-    run = tmp_path / "logs" / "demo" / "seed42"
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["experiment"] == "demo" and "test_best" in summary
+def test_demo_pipeline_and_predict_cli(tmp_path: Path, demo_faces: Path, capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (no experiment) job on the embedded real video, shrunk: it trains, tests and predicts on the
+    aligned faces of the face pipeline (the session's face cache, reused, not extracted again); then the predict
+    CLI on its checkpoint with its own window and stride."""
+    import numpy as np
+
+    import fertrain.preprocess.pipeline
+    from fertrain.predict import main as predict_main
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the face pipeline ran again instead of reusing the cached faces")
+
+    # training, its predict step and the predict CLI must all reuse the faces the fixture extracted
+    monkeypatch.setattr(fertrain.preprocess.pipeline, "FacePipeline", no_extraction)
+    # predict_window=236: the run's predict step (stride = window // 2) covers the video with 3 windows
+    summary = run_experiment([f"data.cache_dir={demo_faces}", "data.image_size=32", "data.datamodule.batch_size=4",
+                              "data.predict_window=236", "predict_video=${data.predict_video}"], tmp_path)
+    run = Path(summary["run_dir"])
+    assert summary["experiment"] == "demo" and run == tmp_path / "logs" / "demo" / "seed42" and "test_best" in summary
+    record = read_run_record(run)
+    assert {s: v["samples"] for s, v in record["data"]["splits"].items()} == {"train": 75, "val": 18, "test": 24}
+    assert record["config"]["data"]["faces"] == {"size": 80}
+    # the windows read the aligned faces: the frame array in the cache, 80 x 80 px per frame
+    frames = np.load(next(demo_faces.glob("WolfgangLanger_Pexels-faces-*.npy")), mmap_mode="r")
+    assert frames.shape == (472, 80, 80, 3) and frames.dtype == np.uint8 and frames[::50].std() > 10
     rows = list(csv.DictReader(Path(summary["predict"]["csv"]).open()))
-    assert rows and int(rows[0]["start_frame"]) == 0 and int(rows[-1]["end_frame"]) == 471
-    probs = [float(rows[0]["p_sad"]) + float(rows[0]["p_happy"])]
-    assert probs[0] == pytest.approx(1.0, abs=1e-3)
+    assert [(int(r["start_frame"]), int(r["end_frame"])) for r in rows] == [(0, 235), (118, 353), (236, 471)]
+    for r in rows:
+        assert float(r["p_sad"]) + float(r["p_happy"]) == pytest.approx(1.0, abs=1e-3) and r["pred"] in ("sad", "happy")
     assert Path(summary["predict"]["png"]).is_file()
-    proc = fertrain([f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"video={REPO}/fertrain/assets/demo/WolfgangLanger_Pexels.mp4",
-                     "window=48", "stride=48", f"out_dir={tmp_path / 'pred'}"], tmp_path, module="fertrain.predict")
-    rows = list(csv.DictReader((tmp_path / "pred" / "WolfgangLanger_Pexels_windows.csv").open()))
-    assert len(rows) == 10 and rows[1]["start_frame"] == "48"
-    assert float(rows[1]["start_s"]) == pytest.approx(48 / 23.976, abs=1e-3)
-    assert "csv:" in proc.stdout
+    made = json.loads(Path(summary["predict"]["json"]).read_text())
+    assert made["faces"]["mode"] == "face crops" and made["faces"]["options"]["size"] == 80
+    assert made["faces"]["no_face_frames"] == 0 and made["windows_classified"] == 3
+
+    # the predict CLI (its own argument parsing, in this process): window/stride, time columns, faces
+    out = tmp_path / "pred"
+    assert predict_main([f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"video={REPO}/fertrain/assets/demo/"
+                         "WolfgangLanger_Pexels.mp4", "window=48", "stride=200", f"out_dir={out}",
+                         f"cache_dir={demo_faces}"]) == 0
+    assert "csv:" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "WolfgangLanger_Pexels_windows.csv").open()))
+    assert [r["start_frame"] for r in rows] == ["0", "200", "400", "424"]  # the last window covers the tail
+    assert rows[-1]["end_frame"] == "471" and rows[1]["end_frame"] == "247"
+    assert float(rows[1]["start_s"]) == pytest.approx(200 / 23.976, abs=1e-3)
+    assert float(rows[1]["end_s"]) == pytest.approx(248 / 23.976, abs=1e-3)
+    made = json.loads((out / "WolfgangLanger_Pexels_predict.json").read_text())
+    assert (made["window"], made["stride"], made["windows"]) == (48, 200, 4)
+    assert made["faces"]["mode"] == "face crops" and made["faces"]["reason"].startswith("the run's data.faces")
 
 
 # ---------------------------------------------------------------------------------------------------- run integrity

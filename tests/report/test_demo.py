@@ -1,15 +1,18 @@
 """The demo's split (conf/data/demo.yaml): interleaved chunks over the whole of both expressions, no test window
-sharing a frame with a training window, balanced val and test sets; the demo composes as `python -m fertrain` runs it."""
+sharing a frame with a training window, balanced val and test sets; the windows read the aligned faces of the face
+pipeline (a frame without a face fails loudly); the demo composes as `python -m fertrain` runs it."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from fertrain.data.datasets.demo import DemoVideo, chunk_spans, evenly_spaced
+from fertrain.data.datasets.demo import DemoVideo, chunk_spans, default_demo_video, evenly_spaced
 from tests.helpers import compose_config
 
 
@@ -35,9 +38,9 @@ def test_evenly_spaced_keeps_ends() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoVideo:
-    """The demo's dataset exactly as `python -m fertrain` builds it."""
-    cfg = compose_config([], tmp_path_factory.mktemp("demo"))
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_faces: Path) -> DemoVideo:
+    """The demo's dataset exactly as `python -m fertrain` builds it (faces from the session's face cache)."""
+    cfg = compose_config([f"data.cache_dir={demo_faces}"], tmp_path_factory.mktemp("demo"))
     assert cfg.experiment_name == "demo" and cfg.data.name == "demo"
     return instantiate(cfg.data.datamodule.source)
 
@@ -70,38 +73,73 @@ def test_demo_test_set_covers_the_whole_of_each_expression(demo: DemoVideo) -> N
     assert starts[0] < 226 / 4 and starts[-1] > 230 + 3 * 242 / 4  # from the first to the last quarter
 
 
-def test_box_crop_applies_the_box_then_the_transform_and_passes_the_seed() -> None:
-    import numpy as np
-
-    from fertrain.data.datasets.demo import BoxCrop
-
-    class Recorder:
-        size = 5
-
-        def __init__(self) -> None:
-            self.seed = None
-
-        def __call__(self, frames):
-            self.seen = frames
-            return frames[:, :5, :5]
-
-        def set_random_seed(self, seed: int) -> None:
-            self.seed = seed
-
-    frames = np.arange(2 * 20 * 30 * 3, dtype=np.uint8).reshape(2, 20, 30, 3)
-    rec = Recorder()
-    crop = BoxCrop((25, 4, 10, 8), rec)  # x 25..34 runs past the 30-px frame: clamped
-    assert crop(frames).shape == (2, 5, 5, 3) and crop.size == 5
-    assert np.array_equal(rec.seen, frames[:, 4:12, 25:30])
-    crop.set_random_seed(7)
-    assert rec.seed == 7
-    with pytest.raises(ValueError, match="width, height >= 1"):
-        BoxCrop((0, 0, 0, 4), rec)
+def test_demo_windows_read_the_aligned_faces_of_the_face_pipeline(demo: DemoVideo, demo_faces: Path) -> None:
+    """Every record reads the frame array of the cached faces (80 x 80 px, frame indices as in the video), and
+    every frame of every window has a face."""
+    report = demo.face_report
+    assert report["frames"] == report["frames_with_face"] == 472 and report["no_face_spans"] == []
+    assert report["options"]["size"] == 80 and report["options"]["align"] == "similarity"
+    array = Path(report["array"])
+    assert array.parent == demo_faces and array.name.startswith("WolfgangLanger_Pexels-faces-")
+    assert {r.path for s in ("train", "val", "test") for r in demo.records(s)} == {array}
+    frames = np.load(array, mmap_mode="r")
+    assert frames.shape == (472, 80, 80, 3) and frames.dtype == np.uint8
+    assert min(frames[i].std() for i in range(0, 472, 25)) > 10  # a face in each, not a blank frame
 
 
-def test_demo_transforms_see_the_face_box(tmp_path: Path) -> None:
-    """Train and eval transforms (and so fertrain.predict, which rebuilds the eval transform) crop the same box."""
+def test_demo_transforms_and_predict_see_the_faces_training_saw(tmp_path: Path, demo: DemoVideo) -> None:
+    """Train and eval transforms work on the aligned face (no box), and fertrain.predict, which rebuilds the eval
+    transform and the face options from the checkpoint's config, extracts the same faces."""
+    from fertrain.predict import face_plan
+    from fertrain.preprocess import FaceOptions
+
     cfg = compose_config([], tmp_path)
-    for key in ("train_transform", "eval_transform"):
+    assert cfg.data.cache_dir == str(tmp_path / "cache" / "faces")  # under paths.cache_dir
+    for key, train in (("train_transform", True), ("eval_transform", False)):
         t = instantiate(cfg.data.datamodule[key])
-        assert t.box == (300, 10, 300, 300) and t.size == cfg.data.image_size == 64
+        out = t(np.zeros((4, 80, 80, 3), dtype=np.uint8))
+        assert out.shape == (4, 64, 64, 3) and t.size == cfg.data.image_size == 64
+    options, why = face_plan(OmegaConf.to_container(cfg.data, resolve=True))
+    assert options == FaceOptions.from_dict(demo.face_report["options"]) and "face crops" in why
+
+
+def _faces_without(faces, frames: slice | None = None, no_face: slice | None = None):
+    """A copy of ``faces`` (a FaceVideo) cut to ``frames`` and without a face in ``no_face``."""
+    import dataclasses
+
+    track = faces.track
+    arrays = {k: getattr(track, k)[frames or slice(None)].copy() for k in
+              ("boxes", "landmarks", "scores", "detected", "has_face", "raw_detected", "faces_in_frame")}
+    if no_face is not None:
+        arrays["has_face"][no_face] = False
+    return dataclasses.replace(faces, frames=faces.frames[frames or slice(None)],
+                               track=dataclasses.replace(track, **arrays))
+
+
+def test_a_window_with_a_frame_without_a_face_fails_and_is_counted(tmp_path: Path, demo_faces: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No silent use of a no-face frame: the windows that hold one are counted per split and the spans named; a
+    window past the last decoded frame fails the same way."""
+    import fertrain.preprocess
+    from fertrain.data.records import DatasetError
+    from fertrain.preprocess import extract_faces
+
+    real = extract_faces(default_demo_video(), {"size": 80}, cache_dir=demo_faces)  # the session's cache
+    fake = {"faces": None}
+    monkeypatch.setattr(fertrain.preprocess, "extract_faces", lambda *a, **k: fake["faces"])
+    kwargs = dict(window=8, chunk=16, eval_stride=4, train_stride=2, balance_eval=True, faces={"size": 80},
+                  cache_dir=tmp_path)
+    # no face in frames 100..109: they are in the 5 train windows 96..103, 98..105, ..., 104..111
+    fake["faces"] = _faces_without(real, no_face=slice(100, 110))
+    with pytest.raises(DatasetError) as err:
+        DemoVideo(**kwargs)
+    msg = str(err.value)
+    assert "no-face spans [[100, 109]]" in msg and "train 5 of 75 (first at frame 96)" in msg, msg
+    assert "): train 5 of 75 (first at frame 96). A frame without a face is no face sample: shorten" in msg  # only
+    # the last 12 annotated frames were not decoded: the 5 windows of the last train span 454..469 run past 459
+    fake["faces"] = _faces_without(real, frames=slice(0, 460))
+    with pytest.raises(DatasetError, match=r"\(460 decoded frames; no-face spans \[\], 0-based inclusive\): "
+                                           r"train 5 of 75 \(first at frame 454\)\."):
+        DemoVideo(**kwargs)
+    with pytest.raises(ValueError, match="cache_dir"):
+        DemoVideo(faces={"size": 80})

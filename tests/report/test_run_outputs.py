@@ -26,10 +26,10 @@ def test_logger_combinations_compose(tmp_path: Path, choice: str, expected: set[
 
 
 @pytest.mark.slow
-def test_demo_run_plots_reach_tensorboard_and_wandb(tmp_path: Path) -> None:
-    # the demo's real video at 32 px: 2 epochs of 2 batches; the whole (balanced) val and test sets
-    summary = run_experiment(["logger=[csv,wandb,tensorboard]", "data.image_size=32", "trainer.max_steps=4",
-                              "data.datamodule.batch_size=4", "trainer.limit_val_batches=1.0",
+def test_demo_run_plots_reach_tensorboard_and_wandb(tmp_path: Path, demo_faces: Path) -> None:
+    # the demo's real video (its faces at 32 px): 2 epochs of 2 batches; the whole (balanced) val and test sets
+    summary = run_experiment([f"data.cache_dir={demo_faces}", "logger=[csv,wandb,tensorboard]", "data.image_size=32",
+                              "trainer.max_steps=4", "data.datamodule.batch_size=4", "trainer.limit_val_batches=1.0",
                               "trainer.limit_test_batches=1.0"], tmp_path)
     run = Path(summary["run_dir"])
     for tag in ("test_best", "test_last"):

@@ -34,15 +34,31 @@ small (overlapping windows, more samples); the eval stride is larger (default 16
 window; set it to ``window`` for disjoint windows). Frames on either side of a
 span boundary are near-identical (one person, one shot): scores on this demo show the pipeline runs and learns
 from real footage, not that a model generalises to other people.
+
+**Faces** (``faces``; what ``conf/data/demo.yaml`` uses): the windows are read from the aligned faces of the
+project's own face pipeline (:func:`fertrain.preprocess.extract_faces`: dlib HOG detection, tracking, 5-point
+similarity alignment), extracted once per video and options and cached in ``cache_dir`` (``faces-<key>.npz``,
+reused by ``fertrain.predict`` given the same folder). The frames are written next to it as a uint8
+``(N, S, S, 3)`` RGB ``.npy`` array named by the hash of its pixels (``<stem>-faces-<12 hex>.npy``), which the
+records point at (so the data fingerprint changes when the faces do). Frames are indexed as in the video (the
+pipeline decodes every frame, in order), so the split is the same in frame indices with and without faces. A window
+holding a frame without a face is not a face sample: every such window is counted per split and the constructor
+fails, naming the no-face spans (shorten the annotated segments to leave them out); windows past the last decoded
+frame fail the same way. On the packaged video every one of the 472 frames has a face.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
+import os
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from fertrain.data.records import SPLITS, ClipRecord, DatasetError
 
@@ -185,55 +201,35 @@ def read_segments(path: Path, video_name: str, class_names: Sequence[str]) -> li
     return segments
 
 
-#: ``(x, y, width, height)`` in pixels of the 640x360 frames: a square around the face in every frame of the packaged
-#: video (measured by hand on every 20th frame; ours). The frame centre would cut the face: it sits right of centre.
-DEMO_FACE_BOX: tuple[int, int, int, int] = (300, 10, 300, 300)
+@contextmanager
+def opencv_single_thread() -> Iterator[None]:
+    """Run OpenCV on the calling thread inside the block, then restore its thread count.
 
-
-class BoxCrop:
-    """Crop every frame of a clip to a fixed box, then apply a clip transform (the demo's face region).
-
-    Used as the demo's train and eval transform (``conf/data/demo.yaml``), so training, testing and
-    ``fertrain.predict`` (which rebuilds the eval transform from the checkpoint's config) all see the same region.
-    A stand-in for face extraction on this one shot, where the face stays inside one box.
-
-    Args:
-        box: ``(x, y, width, height)`` in pixels of the decoded frame; clamped to the frame.
-        transform: clip transform applied to the crops, uint8 ``(T, h, w, C)`` -> uint8 ``(T, size, size, C)``.
-
-    Raises:
-        ValueError: a box without 4 entries or with a non-positive side.
+    Once OpenCV's thread pool has run (e.g. ``cv2.resize`` of a large frame with the default thread count), a
+    process forked from this one (a DataLoader worker) hangs in its first OpenCV call: the pool's threads are not
+    copied by ``fork`` (checked on opencv-python-headless 4.14: ``cv2.setNumThreads(1)`` in the child, which
+    ``fertrain.data.transforms.seed_worker`` calls, never returns). With one thread the pool is never started, and a
+    later ``setNumThreads`` only starts it on the next parallel call.
     """
+    import cv2
 
-    def __init__(self, box: Sequence[int], transform) -> None:
-        if len(box) != 4 or box[2] < 1 or box[3] < 1:
-            raise ValueError(f"BoxCrop box must be (x, y, width, height) with width, height >= 1, got {tuple(box)}")
-        self.box = tuple(int(v) for v in box)
-        self.transform = transform
-        self.size = getattr(transform, "size", None)
-
-    def __repr__(self) -> str:
-        return f"BoxCrop(box={self.box}, transform={self.transform!r})"
-
-    def __call__(self, frames):
-        """uint8 ``(T, H, W, C)`` -> the transform of ``frames[:, y:y+h, x:x+w]``."""
-        x, y, w, h = self.box
-        H, W = frames.shape[1:3]
-        x0, y0 = min(max(x, 0), W - 1), min(max(y, 0), H - 1)
-        return self.transform(frames[:, y0:min(y + h, H), x0:min(x + w, W)])
-
-    def set_random_seed(self, seed: int) -> None:
-        """Reseed the wrapped transform (per DataLoader worker, ``fertrain.data.transforms.seed_worker``)."""
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 class DemoVideo:
     """Fixed-length windows of the labelled segments of one video, split by time (protocol in module doc).
 
-    Each window is ``ClipRecord(path=video, start_frame=s, num_frames=window, label, video_id=f"{stem}@{s}",
-    fps=fps)``; nothing is decoded. All parsing and checks happen in the constructor. The video's length is not
-    probed: annotations must stay inside it (readers clamp an over-long segment).
+    Each window is ``ClipRecord(path=source, start_frame=s, num_frames=window, label, video_id=f"{stem}@{s}",
+    fps=fps)``, ``source`` the video itself, or with ``faces`` the ``.npy`` array of its aligned faces (module
+    docstring). All parsing and checks happen in the constructor. Without ``faces`` nothing is decoded and the
+    video's length is not probed: annotations must stay inside it (readers clamp an over-long segment). With
+    ``faces`` the face pipeline runs here (about 15 s for the packaged video on one CPU core; a cache hit costs
+    milliseconds).
 
     Args:
         video: video file; default the packaged ``WolfgangLanger_Pexels.mp4``.
@@ -252,11 +248,18 @@ class DemoVideo:
         pattern: the splits of consecutive chunks, repeated (used when ``chunk > 0``).
         gap: train frames left unused next to every val/test span (used when ``chunk > 0``).
         balance_eval: keep the same number of val windows, and of test windows, for every class (evenly spaced).
+        faces: None: whole decoded frames (pixels of the video). A mapping of
+            :class:`fertrain.preprocess.FaceOptions` fields (``{}`` for the defaults): the aligned faces of the
+            face pipeline, uint8 ``(S, S, 3)`` RGB per frame, ``S = faces["size"]`` pixels (module docstring).
+        cache_dir: with ``faces``: the folder for the face cache and the frame array (required: the DataLoader
+            reads the frames from there).
 
     Raises:
-        ValueError: an argument is out of range.
-        DatasetError: the video or annotations are missing or malformed, or a split has no window of some
-            class (segment spans shorter than ``window``); the message names the file, line and spans.
+        ValueError: an argument is out of range, bad face options, or ``faces`` without ``cache_dir``.
+        DatasetError: the video or annotations are missing or malformed, a split has no window of some class
+            (segment spans shorter than ``window``), or with ``faces``: a window holds a frame without a face or
+            past the last decoded frame; the message names the file, line, spans or frames.
+        ImportError, FileNotFoundError: with ``faces``: the face detector or landmark model is not installed.
     """
 
     class_names: tuple[str, ...] = DEMO_CLASS_NAMES
@@ -275,6 +278,8 @@ class DemoVideo:
         pattern: Sequence[str] = ("train", "test", "train", "val"),
         gap: int = 0,
         balance_eval: bool = False,
+        faces: Mapping[str, Any] | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         if blocks < 1:
             raise ValueError(f"DemoVideo blocks must be >= 1, got {blocks}")
@@ -292,6 +297,15 @@ class DemoVideo:
             raise DatasetError(f"demo video {self.video} does not exist (expected a video file; the packaged one "
                                f"is {default_demo_video()})")
         segments = read_segments(self.annotations, self.video.name, self.class_names)
+        #: with ``faces``: what the face pipeline found (:meth:`_extract_faces`); None for whole frames
+        self.face_report: dict[str, Any] | None = None
+        #: the file the records read: the video, or the ``.npy`` array of its aligned faces
+        self.source = self.video
+        has_face = None
+        if faces is not None:
+            if cache_dir is None:
+                raise ValueError("DemoVideo faces need a cache_dir (the face frames are read from an array there)")
+            self.source, has_face = self._extract_faces(dict(faces), Path(cache_dir))
 
         #: ``(label, split, lo, hi)`` for every segment and split: half-open spans in frames.
         self.spans: list[tuple[int, str, int, int]] = []
@@ -310,7 +324,7 @@ class DemoVideo:
         for label, split, lo, hi in self.spans:
             stride = train_stride if split == "train" else eval_stride
             self._records[split] += [
-                ClipRecord(path=self.video, label=label, video_id=f"{self.video.stem}@{s}", num_frames=window,
+                ClipRecord(path=self.source, label=label, video_id=f"{self.video.stem}@{s}", num_frames=window,
                            start_frame=s, fps=fps)
                 for s in window_starts(lo, hi, window, stride)]
         #: windows per class of each split before balancing: ``{split: {class index: count}}`` (logged, counted)
@@ -332,6 +346,50 @@ class DemoVideo:
                     f"{self.annotations}: split {split!r} has no {window}-frame window of class(es) "
                     f"{sorted(self.class_names[c] for c in absent)} for {self.video.name}; its spans are "
                     f"{', '.join(spans)} (frames, half-open). Use a smaller window or longer segments.")
+        if has_face is not None:
+            self._check_faces(has_face)
+
+    def _extract_faces(self, faces: dict[str, Any], cache_dir: Path) -> tuple[Path, np.ndarray]:
+        """Run (or reuse) the face pipeline on the video; ``(frame array path, has_face (N,) bool)``."""
+        from fertrain.preprocess import FaceOptions, extract_faces
+
+        options = FaceOptions.from_dict(faces)  # ValueError names an unknown key
+        with opencv_single_thread():  # this process forks DataLoader workers later (see the function)
+            extracted = extract_faces(self.video, options, cache_dir=cache_dir)
+        frames = np.ascontiguousarray(extracted.frames)  # (N, S, S, 3) uint8 RGB, zeros without a face
+        digest = hashlib.sha256(frames.tobytes()).hexdigest()[:12]
+        path = cache_dir / f"{self.video.stem}-faces-{digest}.npy"
+        if not path.is_file():  # content-addressed: an existing file holds these very pixels
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, frames)
+            tmp.replace(path)
+        has_face = np.asarray(extracted.has_face, dtype=bool)
+        self.face_report = {
+            "frames": int(len(frames)), "frames_with_face": int(has_face.sum()),
+            "no_face_spans": [list(map(int, span)) for span in extracted.no_face_spans()],
+            "detector": extracted.track.detector, "options": options.to_dict(), "array": str(path)}
+        log.info("demo faces: %d of %d frames of %s have a face (%s); %s", has_face.sum(), len(frames),
+                 self.video.name, extracted.track.detector, path)
+        return path, has_face
+
+    def _check_faces(self, has_face: np.ndarray) -> None:
+        """Fail when a window of any split holds a frame without a face or past the last frame (counted)."""
+        n = len(has_face)
+        bad: dict[str, list[int]] = {}
+        for split, recs in self._records.items():
+            for r in recs:
+                end = r.start_frame + r.num_frames
+                if end > n or not has_face[r.start_frame:end].all():
+                    bad.setdefault(split, []).append(r.start_frame)
+        if bad:
+            counts = ", ".join(f"{split} {len(starts)} of {len(self._records[split])} (first at frame "
+                               f"{starts[0]})" for split, starts in bad.items())
+            spans = (self.face_report or {}).get("no_face_spans")
+            raise DatasetError(
+                f"{self.annotations}: windows of {self.video.name} hold frames without a face or past its last "
+                f"frame ({n} decoded frames; no-face spans {spans}, 0-based inclusive): {counts}. A frame without a "
+                f"face is no face sample: shorten the annotated segments to leave these frames out.")
 
     def records(self, split: str) -> list[ClipRecord]:
         """Window records of ``split`` (``"train"``, ``"val"`` or ``"test"``), in time order per segment.
