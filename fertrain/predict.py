@@ -39,6 +39,7 @@ from fertrain.cli import EXIT_OK, UsageError, guarded
 from fertrain.config import register_resolvers
 from fertrain.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, normalize_video
 from fertrain.data.readers import count_frames, read_frames
+from fertrain.report.plots import plot_clip_activation, plot_timeline
 
 log = logging.getLogger("fertrain.predict")
 PROG = "python -m fertrain.predict"
@@ -120,6 +121,7 @@ def predict_video(
     faces: str = "auto",
     face_options: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
+    labels: str | Path | None = None,
 ) -> dict[str, Path]:
     """Classify sliding windows of ``video`` with the network of ``ckpt``.
 
@@ -134,6 +136,9 @@ def predict_video(
         faces: ``auto`` (the run's ``data.faces``), ``on`` or ``off`` (module docstring).
         face_options: ``FaceOptions`` fields overriding the run's ``data.faces``.
         cache_dir: where ``extract_faces`` may cache the faces of ``video`` (None: no cache).
+        labels: optional CSV of labelled segments ``start_frame,end_frame,label`` (inclusive frames, 0-based;
+            ``label`` a class name of the run; an optional ``video`` column keeps the rows of this file name), e.g.
+            the demo's ``annotations.csv``: shaded behind the timeline's curves (see :func:`read_segments`).
 
     Returns:
         ``{"csv", "png", "json"}`` paths, plus ``"activation_csv"`` and ``"activation_png"`` for models with
@@ -141,7 +146,8 @@ def predict_video(
 
     Raises:
         FileNotFoundError: no such checkpoint or video.
-        UsageError: ``window`` or ``stride`` < 1, a bad ``faces`` mode or face option, or not a fertrain checkpoint.
+        UsageError: ``window`` or ``stride`` < 1, a bad ``faces`` mode or face option, not a fertrain checkpoint,
+            or a ``labels`` file that cannot be used (file, row and what was expected named).
         DatasetError: the video cannot be read.
     """
     for name, value in (("window", window), ("stride", stride)):
@@ -158,6 +164,7 @@ def predict_video(
     data = cfg["data"]
     dm = data["datamodule"]
     class_names = list(data["class_names"])
+    ground_truth = read_segments(labels, class_names, video.name) if labels else None
     sampler = instantiate(OmegaConf.create(dm["sampler"]))
     transform = instantiate(OmegaConf.create(dm["eval_transform"]))
     window = int(window if window is not None else (data.get("predict_window") or 32))
@@ -229,7 +236,8 @@ def predict_video(
                        + ([f"{v:.5f}" for v in row] if classified else [""] * len(class_names)))
     tmp.replace(csv_path)
     png_path = _plot_timeline(out_dir / f"{video.stem}_timeline.png", starts, window, n, fps, p, class_names,
-                              title=f"{video.name} · {Path(ckpt).name}", has_face=has_face)
+                              title=f"{video.name} · {Path(ckpt).name}", has_face=has_face,
+                              ground_truth=ground_truth)
     out = {"csv": csv_path, "png": png_path}
     if with_activation and activations:
         out.update(_write_activation(out_dir, video.stem, np.concatenate(activations), clip_frames, fps))
@@ -239,6 +247,7 @@ def predict_video(
                     no_face, n, 100.0 * no_face / n, face_info.get("no_face_spans"), skipped, len(starts))
     record = {"video": str(video), "ckpt": str(ckpt), "frames": n, "fps": fps, "window": window, "stride": stride,
               "windows": len(starts), "windows_classified": len(usable), "windows_no_face": skipped,
+              "labels": str(labels) if labels else None,
               "faces": face_info, **{k: str(v) for k, v in out.items()}}
     json_path = out_dir / f"{video.stem}_predict.json"
     json_path.with_suffix(".json.tmp").write_text(json.dumps(record, indent=1) + "\n")
@@ -253,11 +262,6 @@ def _write_activation(out_dir: Path, stem: str, act: np.ndarray, clip_frames: li
                       fps: float) -> dict[str, Path]:
     """CSV + PNG of the activation map ``act`` ``(W classified windows, num_clips)``; ``clip_frames[w]`` is
     window ``w``'s sampled frame indices ``(num_clips * frames_per_clip,)``, clip-major."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n_windows, n_clips = act.shape
     csv_path = out_dir / f"{stem}_activation.csv"
     tmp = csv_path.with_suffix(".csv.tmp")
@@ -271,55 +275,64 @@ def _write_activation(out_dir: Path, stem: str, act: np.ndarray, clip_frames: li
                 w.writerow([i, k, int(frames.min()), int(frames.max()), f"{centres[i, k]:.1f}",
                             f"{act[i, k]:.5f}"])
     tmp.replace(csv_path)
-    x = centres / fps if fps else centres
-    fig, ax = plt.subplots(figsize=(9, 3))
-    for i in range(n_windows):
-        ax.plot(x[i], act[i], marker=".", alpha=0.5)
-    ax.axhline(1.0 / n_clips, color="grey", lw=0.8, ls="--", label=f"uniform (1/{n_clips})")
-    ax.set_xlabel("time (s, clip centre)" if fps else "frame (clip centre)")
-    ax.set_ylabel("clip activation")
-    ax.set_title(f"{stem}: activation map over clips, one line per window", fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png_path = out_dir / f"{stem}_activation.png"
-    tmp_png = png_path.with_suffix(".tmp.png")
-    fig.savefig(tmp_png, dpi=100)
-    plt.close(fig)
-    tmp_png.replace(png_path)
+    # one column per window (its start, in s or frames), one row per clip: a heatmap, not N overlapping lines
+    starts = [float(np.min(f)) / fps if fps else float(np.min(f)) for f in clip_frames]
+    png_path = plot_clip_activation(out_dir / f"{stem}_activation.png", act, sample_positions=starts,
+                                    xlabel="window start (s)" if fps else "window start (frame)",
+                                    title=f"{stem}: CEFLNet activation map over clips ({n_windows} windows)")
     return {"activation_csv": csv_path, "activation_png": png_path}
 
 
 def _plot_timeline(path: Path, starts: list[int], window: int, n: int, fps: float, p: np.ndarray,
-                   class_names: list[str], title: str, has_face: np.ndarray | None = None) -> Path:
-    """Class probabilities ``p`` ``(W, K)`` (NaN rows: no class) at the window centres; no-face spans shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+                   class_names: list[str], title: str, has_face: np.ndarray | None = None,
+                   ground_truth: list[tuple[int, int, int]] | None = None) -> Path:
+    """``fertrain.report.plots.plot_timeline`` of the class probabilities ``p`` ``(W, K)`` (NaN rows: no class) at
+    the window centres, with the no-face spans greyed and the labelled segments shaded."""
     from fertrain.preprocess.track import spans_of
 
-    centres = np.array([s + min(window, n - s) / 2 for s in starts], dtype=float)
-    unit = fps if fps else 1.0
-    fig, ax = plt.subplots(figsize=(9, 3))
-    for k, name in enumerate(class_names):
-        ax.plot(centres / unit, p[:, k], marker=".", label=name)
-    if has_face is not None:
-        for i, (a, b) in enumerate(spans_of(~has_face)):
-            ax.axvspan(a / unit, (b + 1) / unit, color="grey", alpha=0.25, label="no face" if i == 0 else None)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("time (s, window centre)" if fps else "frame (window centre)")
-    ax.set_ylabel("probability")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    centres = [s + min(window, n - s) / 2 for s in starts]
+    no_face = [(int(a), int(b)) for a, b in spans_of(~has_face)] if has_face is not None else None
+    return plot_timeline(path, centres, p, class_names, fps=fps, ground_truth=ground_truth, no_face=no_face,
+                         title=title)
+
+
+def read_segments(path: str | Path, class_names: Sequence[str], video_name: str | None = None
+                  ) -> list[tuple[int, int, int]]:
+    """Labelled segments of one video from a CSV with a header ``start_frame,end_frame,label`` (optional
+    ``video``: rows of other videos are left out when ``video_name`` is given).
+
+    Returns:
+        ``[(first_frame, last_frame, class index), ...]`` (inclusive, 0-based frames; index in ``class_names``).
+
+    Raises:
+        UsageError: no such file, a missing column, a row whose frames are not integers with start <= end, or a
+            label that is not one of ``class_names`` (file and row named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"labels={path}: no such file")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"start_frame", "end_frame", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise UsageError(f"labels={path}: missing column(s) {sorted(missing)}; expected a header "
+                             "start_frame,end_frame,label (optional video)")
+        out = []
+        for row_no, row in enumerate(reader, start=2):
+            if video_name and row.get("video") and Path(row["video"]).name != video_name:
+                continue
+            try:
+                first, last = int(row["start_frame"]), int(row["end_frame"])
+            except ValueError:
+                first = last = -1
+            if not 0 <= first <= last:
+                raise UsageError(f"labels={path}, row {row_no}: start_frame={row['start_frame']!r}, "
+                                 f"end_frame={row['end_frame']!r}; expected integers 0 <= start <= end")
+            if row["label"] not in class_names:
+                raise UsageError(f"labels={path}, row {row_no}: label {row['label']!r} is not a class of this run "
+                                 f"({', '.join(class_names)})")
+            out.append((first, last, list(class_names).index(row["label"])))
+    return out
 
 
 _KEYS = {"ckpt": "checkpoint written by `python -m fertrain` (required)",
@@ -330,13 +343,14 @@ _KEYS = {"ckpt": "checkpoint written by `python -m fertrain` (required)",
          "batch_size": "windows per forward pass (default: 8)",
          "device": "torch device (default: cpu)",
          "faces": "auto: as the run's data.faces says; on: extract faces; off: whole frames (default: auto)",
-         "cache_dir": "folder where extracted faces are cached and reused (default: none)"}
+         "cache_dir": "folder where extracted faces are cached and reused (default: none)",
+         "labels": "CSV start_frame,end_frame,label[,video]: labelled segments shaded on the timeline (default: none)"}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, usage=f"{PROG} ckpt=PATH video=PATH [window=FRAMES] [stride=FRAMES] [out_dir=DIR] "
-                         f"[batch_size=N] [device=DEV] [faces={{auto,on,off}}] [cache_dir=DIR]",
+                         f"[batch_size=N] [device=DEV] [faces={{auto,on,off}}] [cache_dir=DIR] [labels=CSV]",
         description="Classify sliding windows over a whole video with a fertrain checkpoint; writes "
                     "<stem>_windows.csv, <stem>_timeline.png and <stem>_predict.json. Options are key=value "
                     "(or --key value).")
@@ -369,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with recorded(out_dir, "predict", config=vars(args), ckpt_path=str(args.ckpt)) as rec:
         res = predict_video(args.ckpt, args.video, out_dir, args.window, args.stride, args.batch_size or 8,
-                            args.device or "cpu", args.faces or "auto", cache_dir=args.cache_dir)
+                            args.device or "cpu", args.faces or "auto", cache_dir=args.cache_dir, labels=args.labels)
         rec["outputs"] = {k: str(v) for k, v in res.items()}
     for k, v in res.items():
         print(f"{k}: {v}")

@@ -512,7 +512,8 @@ def _run(cfg: DictConfig, resolved: dict[str, Any], out_dir: Path, ckpt: str | N
             dm_cfg = cfg.data.datamodule
             res = predict_video(use, video, out_dir / "predict",
                                 batch_size=dm_cfg.get("eval_batch_size") or dm_cfg.batch_size,
-                                cache_dir=cfg.data.get("cache_dir"))  # data.faces: reuse the run's extracted faces
+                                cache_dir=cfg.data.get("cache_dir"),  # data.faces: reuse the run's extracted faces
+                                labels=cfg.data.get("predict_labels"))  # labelled segments shaded on the timeline
             summary["predict"] = {k: str(v) for k, v in res.items()}
     if callable(getattr(task, "finalize_summary", None)):
         task.finalize_summary(summary)  # task-specific keys (spotting: task, val, test)

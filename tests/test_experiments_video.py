@@ -98,4 +98,7 @@ def test_predict_writes_ceflnet_activation_map(trees, tmp_path: Path) -> None:
         for r in mine:
             assert int(window["start_frame"]) <= int(r["first_frame"]) <= int(r["last_frame"]) \
                 <= int(window["end_frame"])
-    assert out["activation_png"].stat().st_size > 0
+    from PIL import Image
+
+    from fertrain.report.plots import ACTIVATION_SIZE, DPI
+    assert Image.open(out["activation_png"]).size == tuple(round(v * DPI) for v in ACTIVATION_SIZE)  # the heatmap

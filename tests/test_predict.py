@@ -125,3 +125,23 @@ def test_not_a_fertrain_checkpoint_and_faces_on_an_array_are_usage_errors(tmp_pa
     np.save(tmp_path / "clip.npy", np.zeros((4, 8, 8, 3), np.uint8))
     with pytest.raises(UsageError, match="faces cannot be extracted from a .npy array"):
         predict_video(ckpt, tmp_path / "clip.npy", tmp_path / "out", faces="on")
+
+
+def test_labels_file_rows_are_checked_and_filtered_by_video(tmp_path: Path) -> None:
+    """``labels=``: the segments of this video, as class indices; a bad row or label is one error naming it."""
+    from fertrain.cli import UsageError
+    from fertrain.predict import read_segments
+
+    good = tmp_path / "labels.csv"
+    good.write_text("video,start_frame,end_frame,label\na.mp4,0,9,happy\nb.mp4,0,5,sad\na.mp4,12,20,sad\n")
+    assert read_segments(good, ["sad", "happy"], "a.mp4") == [(0, 9, 1), (12, 20, 0)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("start_frame,end_frame,label\n0,9,happy\n9,3,sad\n")
+    with pytest.raises(UsageError, match=r"bad.csv, row 3: start_frame='9', end_frame='3'"):
+        read_segments(bad, ["sad", "happy"])
+    bad.write_text("start_frame,end_frame,label\n0,9,angry\n")
+    with pytest.raises(UsageError, match=r"row 2: label 'angry' is not a class of this run \(sad, happy\)"):
+        read_segments(bad, ["sad", "happy"])
+    bad.write_text("start,end,label\n")
+    with pytest.raises(UsageError, match=r"missing column\(s\) \['end_frame', 'start_frame'\]"):
+        read_segments(bad, ["sad", "happy"])

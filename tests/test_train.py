@@ -96,6 +96,11 @@ def test_demo_pipeline_and_predict_cli(tmp_path: Path, demo_faces: Path, capsys:
     made = json.loads(Path(summary["predict"]["json"]).read_text())
     assert made["faces"]["mode"] == "face crops" and made["faces"]["options"]["size"] == 80
     assert made["faces"]["no_face_frames"] == 0 and made["windows_classified"] == 3
+    assert made["labels"].endswith("annotations.csv")  # the demo's labelled segments, shaded on the timeline
+    from PIL import Image
+
+    from fertrain.report.plots import DPI, TIMELINE_SIZE
+    assert Image.open(summary["predict"]["png"]).size == tuple(round(v * DPI) for v in TIMELINE_SIZE)
 
     # the predict CLI (its own argument parsing, in this process): window/stride, time columns, faces
     out = tmp_path / "pred"

@@ -21,9 +21,10 @@ import hashlib
 import json
 import os
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -254,6 +255,25 @@ def _load(path: Path) -> FaceVideo:
         return FaceVideo(z["frames"], track, FaceOptions.from_dict(meta["options"]))
 
 
+@contextmanager
+def opencv_single_thread() -> Iterator[None]:
+    """Run OpenCV on the calling thread inside the block, then restore its thread count.
+
+    Once OpenCV's thread pool has run (e.g. ``cv2.resize`` of a large frame with the default thread count), a
+    process forked from this one (a DataLoader worker) hangs in its first OpenCV call: the pool's threads are not
+    copied by ``fork`` (checked on opencv-python-headless 4.14: ``cv2.setNumThreads(1)`` in the child, which
+    ``fertrain.data.transforms.seed_worker`` calls, never returns). With one thread the pool is never started, and a
+    later ``setNumThreads`` only starts it on the next parallel call. :func:`extract_faces` runs inside it, so a
+    training or predict process may extract faces and then fork DataLoader workers.
+    """
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def extract_faces(video: str | Path, options: FaceOptions | Mapping[str, Any] | None = None,
                   cache_dir: str | Path | None = None, pipeline: FacePipeline | None = None) -> FaceVideo:
     """The aligned faces of every frame of one video, in memory (about N x S x S x 3 bytes).
@@ -285,7 +305,8 @@ def extract_faces(video: str | Path, options: FaceOptions | Mapping[str, Any] | 
             return _load(cached)
     pipe = pipeline or FacePipeline(opts)
     crops: list[np.ndarray | None] = []
-    track = pipe.process(video, lambda t, crop: crops.append(crop))
+    with opencv_single_thread():
+        track = pipe.process(video, lambda t, crop: crops.append(crop))
     frames = np.zeros((len(crops), opts.size, opts.size, 3), dtype=np.uint8)
     for t, crop in enumerate(crops):
         if crop is not None:

@@ -53,10 +53,9 @@ import csv
 import hashlib
 import logging
 import os
-from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -201,26 +200,6 @@ def read_segments(path: Path, video_name: str, class_names: Sequence[str]) -> li
     return segments
 
 
-@contextmanager
-def opencv_single_thread() -> Iterator[None]:
-    """Run OpenCV on the calling thread inside the block, then restore its thread count.
-
-    Once OpenCV's thread pool has run (e.g. ``cv2.resize`` of a large frame with the default thread count), a
-    process forked from this one (a DataLoader worker) hangs in its first OpenCV call: the pool's threads are not
-    copied by ``fork`` (checked on opencv-python-headless 4.14: ``cv2.setNumThreads(1)`` in the child, which
-    ``fertrain.data.transforms.seed_worker`` calls, never returns). With one thread the pool is never started, and a
-    later ``setNumThreads`` only starts it on the next parallel call.
-    """
-    import cv2
-
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
-
-
 class DemoVideo:
     """Fixed-length windows of the labelled segments of one video, split by time (protocol in module doc).
 
@@ -354,8 +333,7 @@ class DemoVideo:
         from fertrain.preprocess import FaceOptions, extract_faces
 
         options = FaceOptions.from_dict(faces)  # ValueError names an unknown key
-        with opencv_single_thread():  # this process forks DataLoader workers later (see the function)
-            extracted = extract_faces(self.video, options, cache_dir=cache_dir)
+        extracted = extract_faces(self.video, options, cache_dir=cache_dir)  # OpenCV single-threaded inside
         frames = np.ascontiguousarray(extracted.frames)  # (N, S, S, 3) uint8 RGB, zeros without a face
         digest = hashlib.sha256(frames.tobytes()).hexdigest()[:12]
         path = cache_dir / f"{self.video.stem}-faces-{digest}.npy"
