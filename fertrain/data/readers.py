@@ -61,6 +61,13 @@ __all__ = ["IMAGE_SUFFIXES", "check_readable", "count_frame_files", "count_frame
 
 log = logging.getLogger(__name__)
 
+# OpenCV single-threaded in every process that reads data (ours). Once OpenCV's own thread pool has run in a
+# process (e.g. a cv2.resize of a large frame in the main process: a dataset check, 0-worker evaluation, a
+# benchmark), a DataLoader worker forked from it hangs for ever in its first cv2.setNumThreads or parallel call:
+# the pool's threads and locks do not survive fork (opencv-python-headless 4.14; tests/data/test_opencv_fork.py).
+# With one thread the pool never starts. Workers decode in parallel across processes, not inside OpenCV.
+cv2.setNumThreads(1)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # Errors PIL raises on unreadable, truncated or corrupt image files (UnidentifiedImageError is an OSError).
