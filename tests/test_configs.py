@@ -46,13 +46,15 @@ def test_every_group_option_composes(group: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_and_instantiates(name: str, tmp_path: Path) -> None:
+def test_experiment_composes_and_instantiates(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     dfew = make_miniature_dfew(tmp_path / "DFEW", clips_per_class=1, num_frames=4, size=48)
     if name.startswith("casme2"):
         make_miniature_casme2(tmp_path / "CASME2")
     if name.startswith("sammlv"):
         make_miniature_sammlv(tmp_path / "SAMM_LV")
-    cfg = compose_cfg([f"+experiment={name}", f"paths.data_dir={tmp_path}", "data.datamodule.num_workers=0"],
+    # the demo extracts the faces of its video: the session's face cache (tests/conftest.py) has them
+    faces = [f"data.cache_dir={request.getfixturevalue('demo_faces')}"] if name == "demo" else []
+    cfg = compose_cfg([f"+experiment={name}", f"paths.data_dir={tmp_path}", "data.datamodule.num_workers=0", *faces],
                       tmp_path)
     assert cfg.experiment_name == name
     assert cfg.data.num_classes == len(cfg.data.class_names) == cfg.model.num_classes

@@ -166,16 +166,17 @@ def test_cli_cfg_job_and_hydra_show_the_slurm_set_up(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "fertrain", "+experiment=dfew_mscm", "hydra/launcher=slurm", "trainer=slurm",
             "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4", "hydra.launcher.nodes=2"]
     env = dict(os.environ, SLURM_NTASKS_PER_NODE="4", SLURM_NNODES="2", WANDB_MODE="offline")
-    job = subprocess.run([*args, "--cfg", "job", "--resolve"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)
+    # both at once (each only composes and prints)
+    procs = [subprocess.Popen([*args, *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for extra in (["--cfg", "job", "--resolve"], ["--cfg", "hydra"])]
+    outs = [p.communicate(timeout=300) for p in procs]
+    job, hydra_cfg = (subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs))
     assert job.returncode == 0, job.stderr[-3000:]
     trainer = yaml.safe_load(job.stdout)["trainer"]
     assert (trainer["devices"], trainer["num_nodes"]) == (4, 2)  # read from the Slurm job
     assert [p["_target_"].rsplit(".", 1)[-1] for p in trainer["plugins"]] == ["AtomicCheckpointIO",
                                                                             "SLURMEnvironment"]
     assert trainer["plugins"][1]["auto_requeue"] is True
-    hydra_cfg = subprocess.run([*args, "--cfg", "hydra"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                               timeout=300)
     assert hydra_cfg.returncode == 0, hydra_cfg.stderr[-3000:]
     launcher = yaml.safe_load(hydra_cfg.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("SlurmLauncher")
