@@ -39,7 +39,7 @@ def macro(out: dict[str, float]) -> tuple[int, int, int]:
     return int(out["macro/tp"]), int(out["macro/fp"]), int(out["macro/fn"])
 
 
-def check(videos, expected: dict[str, tuple[int, int, int]], rules=None) -> dict[str, dict[str, float]]:
+def check_counts(videos, expected: dict[str, tuple[int, int, int]], rules=None) -> dict[str, dict[str, float]]:
     assert set(expected) == set(NAMES)
     outs = {name: run(name, videos, rules) for name in NAMES}
     got = {name: macro(out) for name, out in outs.items()}
@@ -53,7 +53,7 @@ def test_iou_form_one_frame_intervals() -> None:
     # exclusive lengths are 0 and 0/0 is NaN (never > 0.5)
     assert iou_inclusive(5, 5, 5, 5) == 1.0 and iou_megc2020(5, 5, 5, 5) == 0.0
     assert np.isnan(iou_exclusive(5, 5, 5, 5))
-    outs = check([("s", "v", [M(5, 5)], [G(5, 5)])],
+    outs = check_counts([("s", "v", [M(5, 5)], [G(5, 5)])],
                  {"fertrain": (1, 0, 0), "one_to_one": (1, 0, 0), "megc2020": (0, 1, 1), "softnet": (1, 0, 0),
                   "strs": (1, 0, 0), "auwgcn": (0, 1, 1)})
     assert outs["megc2020"]["quirk_changes"] == 1.0  # the quirk changed this unit's counts
@@ -63,7 +63,7 @@ def test_iou_form_disjoint_intervals_share_one_frame_in_megc2020() -> None:
     # GT [0,1], prediction [3,4]: disjoint. calc_iou: intersection max(0, 1 - 3) + 1 = 1, union 2 + 2 - 1 = 3 -> 1/3;
     # every other form gives 0. At IoU threshold 0.3 (rules override) only megc2020 finds it.
     assert iou_megc2020(0, 1, 3, 4) == pytest.approx(1 / 3) and iou_inclusive(0, 1, 3, 4) == 0.0
-    outs = check([("s", "v", [M(3, 4)], [G(0, 1)])],
+    outs = check_counts([("s", "v", [M(3, 4)], [G(0, 1)])],
                  {"fertrain": (0, 1, 1), "one_to_one": (0, 1, 1), "megc2020": (1, 0, 0), "softnet": (0, 1, 1),
                   "strs": (0, 1, 1), "auwgcn": (0, 1, 1)}, rules={"iou_threshold": 0.3})
     assert outs["megc2020"]["quirk_changes"] == 1.0
@@ -74,7 +74,7 @@ def test_iou_form_exclusive_and_strict_threshold() -> None:
     # and it needs IoU > 0.5 -> missed
     assert iou_inclusive(0, 10, 0, 20) == pytest.approx(11 / 21) and iou_exclusive(0, 10, 0, 20) == 0.5
     videos = [("s", "v", [M(0, 20)], [G(0, 10)])]
-    check(videos, {"fertrain": (1, 0, 0), "one_to_one": (1, 0, 0), "megc2020": (1, 0, 0), "softnet": (1, 0, 0),
+    check_counts(videos, {"fertrain": (1, 0, 0), "one_to_one": (1, 0, 0), "megc2020": (1, 0, 0), "softnet": (1, 0, 0),
                    "strs": (1, 0, 0), "auwgcn": (0, 1, 1)})
     assert macro(run("auwgcn", videos, {"iou_strict": False})) == (1, 0, 0)  # >= instead of >: found
 
@@ -84,7 +84,7 @@ def test_matching_one_prediction_on_two_overlapping_ground_truths() -> None:
     # found rule: both found (TP 2); FP = 1 - 2 = -1: clamped to 0 (fertrain), kept (megc2020, its quirk);
     # one_to_one: one match; softnet: the prediction tries its best GT only; strs: it takes both free GTs;
     # auwgcn: both GTs pick it as best prediction -> ONE distinct TP.
-    outs = check([("s", "v", [M(1, 10)], [G(0, 9), G(2, 11)])],
+    outs = check_counts([("s", "v", [M(1, 10)], [G(0, 9), G(2, 11)])],
                  {"fertrain": (2, 0, 0), "one_to_one": (1, 0, 1), "megc2020": (2, -1, 0), "softnet": (1, 0, 1),
                   "strs": (2, 0, 0), "auwgcn": (1, 0, 1)})
     assert outs["megc2020"]["quirk_changes"] == 1.0 and "quirk_changes" not in outs["fertrain"]
@@ -96,7 +96,7 @@ def test_matching_softnet_never_falls_back_to_a_second_ground_truth() -> None:
     # softnet: P1 takes A; P2's best GT is A (taken) -> FP, although B is free and matches (no fall-back);
     # one_to_one: P1-B, P2-A -> 2; strs (onset order): P1 takes A and B, P2 finds nothing free -> FP;
     # auwgcn: A picks P1 (exclusive 1.0), B picks P2 (7/11 > 6/12 = 0.5) -> 2 distinct.
-    check([("s", "v", [M(0, 9, 0.9), M(1, 10, 0.8)], [G(0, 9), G(3, 12)])],
+    check_counts([("s", "v", [M(0, 9, 0.9), M(1, 10, 0.8)], [G(0, 9), G(3, 12)])],
           {"fertrain": (2, 0, 0), "one_to_one": (2, 0, 0), "megc2020": (2, 0, 0), "softnet": (1, 1, 1),
            "strs": (2, 1, 0), "auwgcn": (2, 0, 0)})
 
@@ -104,7 +104,7 @@ def test_matching_softnet_never_falls_back_to_a_second_ground_truth() -> None:
 def test_fp_rule_unmatched_predictions_only() -> None:
     # GT A [0,9], B [2,11]; P1 [1,10] (matches both), P2 [30,35] (matches nothing).
     # clamped/unclamped: FP = 2 predictions - 2 found = 0; strs: FP = predictions that matched nothing = 1.
-    check([("s", "v", [M(1, 10), M(30, 35)], [G(0, 9), G(2, 11)])],
+    check_counts([("s", "v", [M(1, 10), M(30, 35)], [G(0, 9), G(2, 11)])],
           {"fertrain": (2, 0, 0), "one_to_one": (1, 1, 1), "megc2020": (2, 0, 0), "softnet": (1, 1, 1),
            "strs": (2, 1, 0), "auwgcn": (1, 1, 1)})
 
@@ -112,7 +112,7 @@ def test_fp_rule_unmatched_predictions_only() -> None:
 def test_videos_scored_with_gt_only() -> None:
     # a macro prediction in a video without any macro ground truth: an FP for the evaluators that score every
     # video; softnet (videos with a GT of the type) and strs (GT videos) do not look at it
-    check([("s", "v", [M(0, 9)], [])],
+    check_counts([("s", "v", [M(0, 9)], [])],
           {"fertrain": (0, 1, 0), "one_to_one": (0, 1, 0), "megc2020": (0, 1, 0), "softnet": (0, 0, 0),
            "strs": (0, 0, 0), "auwgcn": (0, 1, 0)})
 
@@ -120,7 +120,7 @@ def test_videos_scored_with_gt_only() -> None:
 def test_dummy_prediction_of_softnet() -> None:
     # GT [3,9] and no prediction: softnet adds the dummy [0,0] (IoU 0) -> one FP more; strs: the subject has no
     # prediction at all -> not scored
-    outs = check([("s", "v", [], [G(3, 9)])],
+    outs = check_counts([("s", "v", [], [G(3, 9)])],
                  {"fertrain": (0, 0, 1), "one_to_one": (0, 0, 1), "megc2020": (0, 0, 1), "softnet": (0, 1, 1),
                   "strs": (0, 0, 0), "auwgcn": (0, 0, 1)})
     assert outs["softnet"]["macro/dummies"] == 1.0 and outs["softnet"]["macro/videos"] == 1.0
@@ -129,7 +129,7 @@ def test_dummy_prediction_of_softnet() -> None:
 def test_video_without_prediction_file() -> None:
     # preds None: MEGC2020's return_preds_labels skips the video ("Warnings: there is no file"), so its GT is not
     # a FN -- counted as a quirk; every other protocol reads it as "no prediction"
-    outs = check([("s", "v", None, [G(3, 9)]), ("s", "w", [M(3, 9)], [G(3, 9)])],
+    outs = check_counts([("s", "v", None, [G(3, 9)]), ("s", "w", [M(3, 9)], [G(3, 9)])],
                  {"fertrain": (1, 0, 1), "one_to_one": (1, 0, 1), "megc2020": (1, 0, 0), "softnet": (1, 1, 1),
                   "strs": (1, 0, 1), "auwgcn": (1, 0, 1)})
     assert outs["megc2020"]["quirk_changes"] == 1.0 and outs["megc2020"]["macro/videos"] == 1.0
@@ -138,7 +138,7 @@ def test_video_without_prediction_file() -> None:
 def test_videos_scored_strs_subjects_with_predictions() -> None:
     # s1/a: GT [0,9] + prediction [0,9]; s2/b: GT [0,9], no prediction; s1/c: prediction [20,29], no GT.
     # strs scores only the GT videos of subjects with predictions: s2's GT is no FN, c's prediction no FP
-    check([("s1", "a", [M(0, 9)], [G(0, 9)]), ("s2", "b", [], [G(0, 9)]), ("s1", "c", [M(20, 29)], [])],
+    check_counts([("s1", "a", [M(0, 9)], [G(0, 9)]), ("s2", "b", [], [G(0, 9)]), ("s1", "c", [M(20, 29)], [])],
           {"fertrain": (1, 1, 1), "one_to_one": (1, 1, 1), "megc2020": (1, 1, 1), "softnet": (1, 1, 1),
            "strs": (1, 0, 0), "auwgcn": (1, 1, 1)})
 
