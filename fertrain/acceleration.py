@@ -14,8 +14,8 @@ instantiates :class:`Trainer`, ``pytorch_lightning.Trainer`` with these two argu
   batch size (the last or an evaluation batch) is compiled once more. Compilation
   happens in the first training step; the callback reports that step's wall time
   (compilation included) and the median of the next 10 (``perf/first_step_s``, ``perf/step_s`` in the loggers
-  and the console log). Works for every model; MSCM's correlation then runs as one block of all frame pairs,
-  which the compiler fuses (``fertrain.models.mscm.correlation_block_pairs``). Compiled kernels may round
+  and the console log). Works for every model; MSCM's cost volumes then run as plain tensor ops (a multiply-and-sum
+  per displacement, ``fertrain.models.mscm.correlation_volumes``), which the compiler fuses. Compiled kernels may round
   differently from eager ones (of the order of 1e-6 in the logits); the resolved config records the option.
 - ``trainer.channels_last``: ``false`` (default) or ``true``: parameters in ``torch.channels_last`` memory format
   (``channels_last_3d`` for a model with 3-D convolutions), so convolutions run NHWC (cuDNN's and oneDNN's native

@@ -105,31 +105,22 @@ def export_model(net: torch.nn.Module, example: torch.Tensor, fmt: str, out: Pat
 
 @contextlib.contextmanager
 def _traceable_correlation() -> Iterator[None]:
-    """While tracing for TorchScript, MSCM's ``local_correlation`` runs as plain tensor ops.
+    """While tracing for TorchScript, MSCM's cost volumes are computed with plain tensor ops.
 
-    MSCM computes its cost volume with a Python ``torch.autograd.Function`` (hand-written backward, for CPU
-    training speed), which ``torch.jit.trace`` cannot record. Export needs no backward, so the same forward (sum over
-    channels of ``f1`` times the shifted, zero-padded ``f2``, one channel per displacement of
-    ``fertrain.models.mscm.displacements``) is traced instead; :func:`check_export` compares the result with the
-    untouched PyTorch model, so a drift between the two fails the export.
+    MSCM computes its cost volumes with a Python ``torch.autograd.Function`` (row matrix products with a
+    hand-written backward, for training speed), which ``torch.jit.trace`` cannot record. Export needs no backward,
+    so ``fertrain.models.mscm.correlation_volumes`` switches to the definition itself (sum over channels of ``f1``
+    times the shifted, zero-padded ``f2``, one channel per displacement); :func:`check_export` compares the result
+    with the untouched PyTorch model, so a drift between the two fails the export.
     """
-    import torch.nn.functional as F
-
     from fertrain.models import mscm
 
-    def local_correlation(f1: torch.Tensor, f2: torch.Tensor, radius: int, dilation: int = 1) -> torch.Tensor:
-        h, w = f1.shape[-2:]
-        p = radius * dilation
-        f2p = F.pad(f2, (p, p, p, p))  # (N, C, h + 2p, w + 2p)
-        return torch.stack([(f1 * f2p[:, :, p + dy: p + dy + h, p + dx: p + dx + w]).sum(1)
-                            for dy, dx in mscm.displacements(radius, dilation)], dim=1)  # (N, K, h, w)
-
-    original = mscm.local_correlation
-    mscm.local_correlation = local_correlation
+    previous = mscm._PLAIN_OPS
+    mscm._PLAIN_OPS = True
     try:
         yield
     finally:
-        mscm.local_correlation = original
+        mscm._PLAIN_OPS = previous
 
 
 def run_export(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:

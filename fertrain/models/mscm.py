@@ -83,117 +83,225 @@ def displacements(radius: int, dilation: int) -> list[tuple[int, int]]:
     return [(dy, dx) for dy in steps for dx in steps]
 
 
-# Bytes of one block's zero-padded ``f2`` slice (``(n, C, h + 2p, w + 2p)``) on the CPU: about a quarter of a
-# 2 MiB L2 cache, so a block's inputs, its product buffer and its gradients stay in cache across the K shifts.
-_CPU_BLOCK_BYTES = 1 << 19
+# Bytes of one chunk's row products ``(rows, w, w)`` on the CPU: about the size of a 2 MiB L2 cache, so a chunk's
+# products stay in cache while its displacements are read out (forward) or written in (backward).
+_CPU_CHUNK_BYTES = 1 << 21
 
 
-def correlation_block_pairs(f1: torch.Tensor, pad: int) -> int:
-    """Frame pairs per block of ``local_correlation`` (OURS, for speed; the result does not depend on it).
+def correlation_chunk_rows(f1: torch.Tensor) -> int:
+    """Feature rows per chunk of ``correlation_volume`` (OURS, for speed; the result does not depend on it).
 
-    CPU: as many pairs as fit one zero-padded ``f2`` slice into ``_CPU_BLOCK_BYTES`` (at least 1): 2 pairs for
-    MSCM's layer1 features at 112 px (64 channels, 28 x 28, padding 8). Every other device: one block of all
-    pairs (fewer kernel launches). Under ``torch.compile``/``torch.export`` ``local_correlation`` does not block.
+    CPU: as many rows (one row = one ``(n, y)`` of the ``(N, C, h, w)`` maps) as fit their ``(w, w)`` products into
+    ``_CPU_CHUNK_BYTES`` (at least 1): 668 rows for MSCM's layer1 features at 112 px (28 x 28). Every other
+    device: all ``N * h`` rows at once (fewer kernel launches).
 
     Args:
         f1: float ``(N, C, h, w)``, the features of frame t.
-        pad: zero padding ``radius * dilation`` (feature pixels).
     """
-    N, C, h, w = f1.shape
+    N, _, h, w = f1.shape
     if f1.device.type != "cpu":
-        return max(N, 1)
-    per_pair = C * (h + 2 * pad) * (w + 2 * pad) * f1.element_size()
-    return max(1, min(N, _CPU_BLOCK_BYTES // max(per_pair, 1)))
+        return max(N * h, 1)
+    return max(1, min(N * h, _CPU_CHUNK_BYTES // max(w * w * f1.element_size(), 1)))
 
 
-class _LocalCorrelation(torch.autograd.Function):
-    """Autograd of ``local_correlation`` with hand-written backward (OURS, for speed on CPU).
+def _by_row_shift(offsets: Sequence[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
+    """``{dy: [(k, dx), ...]}``: the channels ``k`` of each vertical displacement ``dy``."""
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for k, (dy, dx) in enumerate(offsets):
+        groups.setdefault(dy, []).append((k, dx))
+    return groups
 
-    With plain autograd, every one of the K shifted views of the padded map gets its own full-size zero gradient
-    buffer in the backward pass (``(N, C, h+2p, w+2p)`` filled K times), which dominated the model's backward
-    time. Here the two input gradients are accumulated in place, one buffer each. First-order gradients only.
 
-    Blocked (OURS, for speed): the N frame pairs are processed in blocks of ``correlation_block_pairs`` pairs,
-    all K displacements of a block before the next block, so the block's inputs, the product buffer and the
-    gradient slices stay in the CPU cache instead of streaming the whole ``(N, C, h, w)`` maps from memory K
-    times; the backward pass also works on a row-flattened layout (long contiguous runs, see ``backward``).
-    Every output and gradient element is computed by the same operations in the same order as with one block of
-    all pairs (the product per displacement, the sum over C, the accumulation over k), so the bits are identical
-    (tests/test_speed.py). Measured on the development machine (one thread, MSCM's three scales on 64 x 28 x 28
-    maps, CPU time): 120 pairs (batch 8), forward + backward 1.42 s in one block, 0.70 s in blocks; 15 pairs
-    (batch 1), backward 58 ms -> 43 ms with the flat layout.
+class _RowCorrelation(torch.autograd.Function):
+    """Autograd of ``correlation_volumes`` as batched row matrix products (OURS, for speed).
+
+    For one feature row ``y`` of pair ``n`` and one vertical displacement ``dy``, the products of every column of
+    ``f1`` with every column of ``f2``'s row ``y + dy`` are one small matrix product,
+    ``R = f1[n, :, y, :]^T @ f2[n, :, y + dy, :]`` of shape ``(w, w)``; displacement ``(dy, dx)`` is R's diagonal at
+    offset ``dx``. So a cost volume costs one batched ``torch.bmm`` per distinct ``dy`` (oneDNN/cuBLAS GEMMs at high
+    arithmetic intensity) instead of a multiply-and-sum over ``C`` per displacement, which is bound by memory
+    bandwidth; the backward pass is two ``bmm`` per ``dy`` into band matrices built from the output gradient.
+    The rows of all pairs are flattened into one batch (``(N * h, ...)``), with ``p = max |dy|`` zero rows at both
+    ends; a row ``y + dy`` that falls outside its own map (into the zero rows or the neighbouring pair's rows) is
+    zeroed in the output and in the gradient, which is the zero padding of the definition. Rows are processed in
+    cache-sized chunks on the CPU (``correlation_chunk_rows``). Several volumes (MSCM's scales) share one pass over
+    the union of their displacements; each output is written in ``torch.channels_last`` memory format, the layout
+    its consumer (a convolution) runs fastest in on the CPU.
+
+    Same values as the multiply-and-sum up to float rounding: a GEMM sums over ``C`` in its own order (max |diff|
+    2.4e-7 on unit-norm 64-channel features; tests/test_speed.py). Measured on the development machine (one
+    thread, MSCM's three scales as one pass over 49 displacements on 120 pairs of 64 x 28 x 28 maps, CPU time):
+    forward + backward 0.26 s, against 0.70 s for the per-displacement formulation in cache-sized blocks and 1.42 s
+    unblocked. First-order gradients only.
     """
 
     @staticmethod
-    def forward(ctx, f1: torch.Tensor, f2: torch.Tensor, radius: int, dilation: int) -> torch.Tensor:
-        offsets = displacements(radius, dilation)
-        f1, f2 = f1.contiguous(), f2.contiguous()  # the sum over C runs in the same order for any memory format
+    def forward(ctx, f1: torch.Tensor, f2: torch.Tensor, offsets: tuple[tuple[int, int], ...],
+                outputs: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, ...]:
         N, C, h, w = f1.shape
-        p = radius * dilation
-        f2p = F.pad(f2, (p, p, p, p))  # (N, C, h + 2p, w + 2p)
-        out = f1.new_empty(len(offsets), N, h, w)  # (K, N, h, w)
-        block = correlation_block_pairs(f1, p)
-        product = f1.new_empty(min(block, N), C, h, w)  # (n, C, h, w), reused for every shift of every block
-        for s in range(0, N, block):
-            a, b = f1[s : s + block], f2p[s : s + block]  # (n, C, h, w), (n, C, h + 2p, w + 2p)
-            prod = product[: a.shape[0]]
-            for k, (dy, dx) in enumerate(offsets):
-                # f2 at (y + dy, x + dx) is f2p at (y + dy + p, x + dx + p).
-                torch.mul(a, b[:, :, p + dy : p + dy + h, p + dx : p + dx + w], out=prod)
-                torch.sum(prod, dim=1, out=out[k, s : s + block])  # (n, h, w)
-        ctx.save_for_backward(f1, f2)
-        ctx.offsets, ctx.pad, ctx.block = offsets, p, block
-        return out.permute(1, 0, 2, 3).contiguous()  # (N, K, h, w)
+        rows = N * h
+        p = max(abs(dy) for dy, _ in offsets)
+        groups = _by_row_shift(offsets)
+        A = f1.permute(0, 2, 3, 1).reshape(rows, w, C)  # (N*h, w, C): row (n, y), column x, channel c
+        B = f2.new_zeros(p + rows + p, C, w)  # (p + N*h + p, C, w): row (n, y) at p + n*h + y
+        B[p : p + rows].view(N, h, C, w).copy_(f2.permute(0, 2, 1, 3))
+        outs = [f1.new_empty(N, h, w, len(channels)) for channels in outputs]  # channels last
+        holders: list[list[torch.Tensor]] = [[] for _ in offsets]  # per union channel: (N*h, w) views to fill
+        for out, channels in zip(outs, outputs):
+            flat = out.view(rows, w, len(channels))
+            for i, k in enumerate(channels):
+                holders[k].append(flat[:, :, i])
+        chunk = correlation_chunk_rows(f1)
+        products = f1.new_empty(min(chunk, rows), w, w)
+        for s in range(0, rows, chunk):
+            e = min(s + chunk, rows)
+            R = products[: e - s]  # (n, w, w): [x, x'] = <f1 at (y, x), f2 at (y + dy, x')>
+            for dy, channels in groups.items():
+                torch.bmm(A[s:e], B[p + dy + s : p + dy + e], out=R)
+                for k, dx in channels:  # (dy, dx) at x is R[x, x + dx]; outside the row counts as 0
+                    for view in holders[k]:
+                        _diagonal_to_row(R, dx, view[s:e], w)
+        for dy, channels in groups.items():  # rows y + dy outside the map are zero padding
+            for k, _ in channels:
+                for view in holders[k]:
+                    _zero_outside_rows(view.view(N, h, w), dy, h)
+        ctx.save_for_backward(A, B)
+        ctx.offsets, ctx.outputs, ctx.pad, ctx.chunk = offsets, outputs, p, chunk
+        return tuple(out.permute(0, 3, 1, 2) for out in outs)  # each (N, K_j, h, w), channels_last
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        f1, f2 = ctx.saved_tensors
-        N, C, h, w = f1.shape
-        p, block = ctx.pad, ctx.block
-        # Row-flattened layout (OURS, for speed): every row gets p zeros on its right, W = w + p columns, so the
-        # shift (dy, dx) of f2 is ONE flat offset into ``B`` and each in-place update below runs over long
-        # contiguous runs of h * W numbers instead of rows of w. A read left of column 0 lands in the previous
-        # row's p zeros, right of column w - 1 in its own, above/below in the p zero rows and the p leading or
-        # trailing zeros: exactly the zero padding of the forward pass. Pad columns of ``G`` are 0, so they add
-        # only zeros; every real gradient element gets the same products in the same order over k as before.
-        W = w + p
-        L = h * W
-        A = F.pad(f1, (0, p)).reshape(N, C, L)  # (N, C, h * W)
-        B = F.pad(F.pad(f2, (0, p, p, p)).reshape(N, C, (h + 2 * p) * W), (p, p))  # (N, C, (h + 2p) * W + 2p)
-        G = F.pad(grad_out, (0, p)).reshape(N, -1, L)  # (N, K, h * W)
-        grad_a = torch.zeros_like(A) if ctx.needs_input_grad[0] else None
-        grad_b = torch.zeros_like(B) if ctx.needs_input_grad[1] else None
-        offsets = [p + (p + dy) * W + dx for dy, dx in ctx.offsets]  # flat start in B of each shift
-        for s in range(0, N, block):
-            a, b, go = A[s : s + block], B[s : s + block], G[s : s + block]
-            ga = grad_a[s : s + block] if grad_a is not None else None
-            gb = grad_b[s : s + block] if grad_b is not None else None
-            for k, o in enumerate(offsets):
-                g = go[:, k : k + 1]  # (n, 1, h * W), broadcast over C
-                if ga is not None:
-                    ga.addcmul_(g, b[:, :, o : o + L])
-                if gb is not None:
-                    gb[:, :, o : o + L].addcmul_(g, a)
-        grad_f1 = grad_a.reshape(N, C, h, W)[..., :w] if grad_a is not None else None  # (N, C, h, w)
-        grad_f2 = None
-        if grad_b is not None:
-            grad_f2 = grad_b[:, :, p : p + (h + 2 * p) * W].reshape(N, C, h + 2 * p, W)[:, :, p : p + h, :w]
+    def backward(ctx, *grad_outs: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        A, B = ctx.saved_tensors
+        rows, w, C = A.shape
+        p, chunk, offsets = ctx.pad, ctx.chunk, ctx.offsets
+        N, h = grad_outs[0].shape[0], grad_outs[0].shape[2]
+        G = A.new_zeros(N, h, w, len(offsets))  # the union's gradient, summed over the volumes holding a channel
+        for g, channels in zip(grad_outs, ctx.outputs):
+            index = torch.tensor(channels, device=G.device)
+            G.view(-1, len(offsets)).index_add_(1, index, g.permute(0, 2, 3, 1).reshape(-1, len(channels)))
+        groups = _by_row_shift(offsets)
+        for dy, channels in groups.items():
+            for k, _ in channels:
+                _zero_outside_rows(G[..., k], dy, h)
+        flat = G.view(rows, w, len(offsets))
+        grad_a = torch.empty_like(A)  # (N*h, w, C)
+        grad_b = torch.zeros_like(B)  # (p + N*h + p, C, w)
+        band = A.new_empty(min(chunk, rows), w, w)
+        for s in range(0, rows, chunk):
+            e = min(s + chunk, rows)
+            gR = band[: e - s]  # (n, w, w), the gradient of R
+            for i, (dy, channels) in enumerate(groups.items()):
+                gR.zero_()
+                for k, dx in channels:
+                    _row_to_diagonal(flat[s:e, :, k], dx, gR, w)
+                b = B[p + dy + s : p + dy + e]  # (n, C, w)
+                if i == 0:
+                    torch.bmm(gR, b.transpose(1, 2), out=grad_a[s:e])
+                else:
+                    grad_a[s:e].baddbmm_(gR, b.transpose(1, 2))
+                grad_b[p + dy + s : p + dy + e].baddbmm_(A[s:e].transpose(1, 2), gR)
+        grad_f1 = grad_a.view(N, h, w, C).permute(0, 3, 1, 2)  # (N, C, h, w)
+        grad_f2 = grad_b[p : p + rows].view(N, h, C, w).permute(0, 2, 1, 3)  # (N, C, h, w)
         return grad_f1, grad_f2, None, None
 
 
+def _diagonal_to_row(R: torch.Tensor, dx: int, row: torch.Tensor, w: int) -> None:
+    """``row[:, x] = R[:, x, x + dx]`` where ``0 <= x + dx < w``, else 0. ``R (n, w, w)``, ``row (n, w)``."""
+    if abs(dx) >= w:
+        row.zero_()
+        return
+    d = R.diagonal(dx, 1, 2)  # (n, w - |dx|)
+    if dx >= 0:
+        row[:, : w - dx] = d
+        row[:, w - dx :] = 0
+    else:
+        row[:, -dx:] = d
+        row[:, :-dx] = 0
+
+
+def _row_to_diagonal(row: torch.Tensor, dx: int, R: torch.Tensor, w: int) -> None:
+    """``R[:, x, x + dx] = row[:, x]`` where ``0 <= x + dx < w`` (the transpose of ``_diagonal_to_row``)."""
+    if abs(dx) >= w:
+        return
+    R.diagonal(dx, 1, 2).copy_(row[:, : w - dx] if dx >= 0 else row[:, -dx:])
+
+
+def _zero_outside_rows(cost: torch.Tensor, dy: int, h: int) -> None:
+    """Zero ``cost[:, y]`` (``(N, h, w)``) where ``y + dy`` is outside ``[0, h)``."""
+    if dy > 0:
+        cost[:, max(h - dy, 0) :] = 0
+    elif dy < 0:
+        cost[:, : min(-dy, h)] = 0
+
+
+# Set by ``fertrain.export`` while tracing: the plain-ops formulation, which ``torch.jit.trace`` can record.
+_PLAIN_OPS = False
+
+
+def correlation_volumes(
+    f1: torch.Tensor, f2: torch.Tensor, offset_lists: Sequence[Sequence[tuple[int, int]]]
+) -> list[torch.Tensor]:
+    """Cost volumes of two feature maps, one per list of displacements, computed in one pass over their union.
+
+    ``out_j[n, k, y, x] = sum_c f1[n, c, y, x] * f2[n, c, y + dy_k, x + dx_k]`` for ``(dy_k, dx_k) =
+    offset_lists[j][k]``; positions outside ``f2`` count as 0 (zero padding). FlowNetC (Dosovitskiy et al., ICCV
+    2015, Sec. 3, Eq. 1) with a 1x1 patch; no division by C (OURS). MSCM passes its scales' displacement lists
+    (49 distinct displacements for the default scales, not 59).
+
+    Eager mode: batched row matrix products with a hand-written backward (``_RowCorrelation``; first-order
+    gradients only); outputs in ``torch.channels_last`` memory format. Under ``torch.compile``/``torch.export``
+    (ONNX) and TorchScript export: plain autograd ops, a multiply-and-sum over channels per displacement with no
+    Python loop over N, so the batch dimension stays symbolic. The two agree up to float rounding (the order of the
+    sum over C).
+
+    Args:
+        f1: float ``(N, C, h, w)``, features of frame t.
+        f2: float ``(N, C, h, w)``, features of frame t+1.
+        offset_lists: J lists of displacements ``(dy, dx)`` in feature pixels, e.g. ``displacements(r, d)``.
+
+    Returns:
+        J float tensors ``(N, K_j, h, w)``, channel k of volume j for ``offset_lists[j][k]``.
+
+    Raises:
+        ValueError: the two maps differ in shape or are not 4-D; a list of displacements is empty.
+    """
+    if f1.ndim != 4 or f1.shape != f2.shape:
+        raise ValueError(
+            f"expected two feature maps of the same shape (N, C, h, w); got {tuple(f1.shape)} and {tuple(f2.shape)}"
+        )
+    lists = [tuple((int(dy), int(dx)) for dy, dx in offsets) for offsets in offset_lists]
+    if not lists or any(not offsets for offsets in lists):
+        raise ValueError(f"every list of displacements must name at least one (dy, dx); got {offset_lists!r}")
+    union = tuple(sorted({o for offsets in lists for o in offsets}))
+    if _PLAIN_OPS or torch.compiler.is_compiling():
+        _, _, h, w = f1.shape
+        p = max(max(abs(dy), abs(dx)) for dy, dx in union)
+        f2p = F.pad(f2, (p, p, p, p))  # (N, C, h + 2p, w + 2p)
+        maps = {(dy, dx): (f1 * f2p[:, :, p + dy : p + dy + h, p + dx : p + dx + w]).sum(dim=1) for dy, dx in union}
+        return [torch.stack([maps[o] for o in offsets], dim=1) for offsets in lists]  # each (N, K_j, h, w)
+    index = {o: k for k, o in enumerate(union)}
+    outputs = tuple(tuple(index[o] for o in offsets) for offsets in lists)
+    return list(_RowCorrelation.apply(f1, f2, union, outputs))
+
+
+def correlation_volume(f1: torch.Tensor, f2: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """One cost volume: ``correlation_volumes(f1, f2, [offsets])[0]``, float ``(N, len(offsets), h, w)``.
+
+    Raises:
+        ValueError: see ``correlation_volumes``.
+    """
+    return correlation_volumes(f1, f2, [offsets])[0]
+
+
 def local_correlation(f1: torch.Tensor, f2: torch.Tensor, radius: int, dilation: int = 1) -> torch.Tensor:
-    """Local correlation (cost volume) of two feature maps over a window of displacements.
+    """Local correlation (cost volume) of two feature maps over a square window of displacements.
 
-    ``out[n, k, y, x] = sum_c f1[n, c, y, x] * f2[n, c, y + dy_k, x + dx_k]`` with ``(dy_k, dx_k)`` the k-th entry
-    of ``displacements(radius, dilation)``; positions outside ``f2`` count as 0 (zero padding). If ``f2`` is ``f1``
-    moved by ``(dy, dx)`` (content at p in ``f1`` is at p + (dy, dx) in ``f2``), the maximum over k is at that
-    displacement. Pass channel-L2-normalised maps to get cosine similarities in [-1, 1]. FlowNetC (Dosovitskiy et
-    al., ICCV 2015, Sec. 3, Eq. 1) with a 1x1 patch; no division by C (OURS).
-
-    Pure PyTorch: a loop over the (2r+1)^2 displacements, each a multiply-sum over channels of a shifted view of
-    the zero-padded ``f2``, with a hand-written backward that accumulates the gradients in place (first-order
-    gradients only). On the CPU the pairs go in cache-sized blocks (``correlation_block_pairs``; same bits).
+    ``correlation_volume(f1, f2, displacements(radius, dilation))``: ``out[n, k, y, x] = sum_c f1[n, c, y, x] *
+    f2[n, c, y + dy_k, x + dx_k]`` with ``(dy_k, dx_k)`` the k-th entry of ``displacements(radius, dilation)``;
+    positions outside ``f2`` count as 0. If ``f2`` is ``f1`` moved by ``(dy, dx)`` (content at p in ``f1`` is at
+    p + (dy, dx) in ``f2``), the maximum over k is at that displacement. Pass channel-L2-normalised maps to get
+    cosine similarities in [-1, 1].
 
     Args:
         f1: float ``(N, C, h, w)``, features of frame t.
@@ -207,21 +315,7 @@ def local_correlation(f1: torch.Tensor, f2: torch.Tensor, radius: int, dilation:
     Raises:
         ValueError: the two maps differ in shape or are not 4-D; bad ``radius``/``dilation``.
     """
-    if f1.ndim != 4 or f1.shape != f2.shape:
-        raise ValueError(
-            f"expected two feature maps of the same shape (N, C, h, w); got {tuple(f1.shape)} and {tuple(f2.shape)}"
-        )
-    offsets = displacements(radius, dilation)  # validates radius and dilation
-    if torch.compiler.is_compiling():
-        # torch.compile / torch.export (ONNX): plain autograd ops, no Python loop over N, so the batch dimension
-        # stays symbolic; the same product and channel sum per displacement as the eager path.
-        _, _, h, w = f1.shape
-        p = radius * dilation
-        f2p = F.pad(f2, (p, p, p, p))  # (N, C, h + 2p, w + 2p)
-        return torch.stack(
-            [(f1 * f2p[:, :, p + dy : p + dy + h, p + dx : p + dx + w]).sum(dim=1) for dy, dx in offsets], dim=1
-        )  # (N, K, h, w)
-    return _LocalCorrelation.apply(f1, f2, radius, dilation)
+    return correlation_volume(f1, f2, displacements(radius, dilation))
 
 
 def antisymmetric_part(cost: torch.Tensor) -> torch.Tensor:
@@ -302,11 +396,43 @@ class AdaptiveScaleFusion(nn.Module):
             raise ValueError(f"expected {self.num_scales} scale maps, got {len(maps)}")
         if self.mlp is None:
             return maps[0], maps[0].new_ones(maps[0].shape[0], 1)
-        stacked = torch.stack(list(maps), dim=1)  # (N, S, C, h, w)
-        pooled = stacked.mean(dim=(3, 4)).flatten(1)  # (N, S * C)
+        # (N, S * C), scale-major; sum / count rather than mean: a mean's backward writes a full (N, C, h, w) map
+        pooled = torch.cat([m.sum(dim=(2, 3)) for m in maps], dim=1) / (maps[0].shape[2] * maps[0].shape[3])
         weights = self.mlp(pooled).softmax(dim=1)  # (N, S)
-        fused = (stacked * weights[:, :, None, None, None]).sum(dim=1)  # (N, C, h, w)
+        fused = maps[0] * weights[:, 0, None, None, None]  # (N, C, h, w); no (N, S, C, h, w) stack (speed)
+        for s in range(1, self.num_scales):
+            fused = fused.addcmul(maps[s], weights[:, s, None, None, None])
         return fused, weights
+
+
+class _UnitNorm(torch.autograd.Function):
+    """``F.normalize(x, dim=1, eps)`` with a hand-written backward (OURS, for speed: three passes over the map
+    instead of autograd's chain of div, mul, neg and sum over the broadcast norm). Same values as ``F.normalize``;
+    gradients equal up to float rounding, including pixels whose norm is below ``eps`` (there ``y = x / eps``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)  # (N, 1, h, w)
+        scale = norm.clamp_min(eps)
+        y = x / scale
+        ctx.save_for_backward(y, scale, norm > eps)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        y, scale, above = ctx.saved_tensors
+        # d y / d x = (I - y y^T) / ||x|| where ||x|| > eps, I / eps below it
+        along = (g * y).sum(dim=1, keepdim=True).mul_(above)  # (N, 1, h, w)
+        return torch.addcmul(g, y, along, value=-1).div_(scale), None
+
+
+def unit_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Channel-L2-normalised feature maps: float ``(N, C, h, w)`` -> ``(N, C, h, w)``, ``x / max(||x||_C, eps)``
+    (= ``F.normalize(x, dim=1, eps=eps)``; plain ``F.normalize`` under ``torch.compile`` and export)."""
+    if _PLAIN_OPS or torch.compiler.is_compiling():
+        return F.normalize(x, dim=1, eps=eps)
+    return _UnitNorm.apply(x, eps)
 
 
 class MultiScaleCorrelation(nn.Module):
@@ -341,28 +467,63 @@ class MultiScaleCorrelation(nn.Module):
         self.fusion = AdaptiveScaleFusion(motion_channels, len(self.scales))
         self.descriptor_dim = sum((2 * r + 1) ** 2 // 2 for r, _ in self.scales)
 
-    def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, f1: torch.Tensor, f2: torch.Tensor, normalized: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Motion from frame t to t+1.
 
         Args:
             f1: float ``(N, C, h, w)``, features of frame t (any scale; normalised here over C).
             f2: float ``(N, C, h, w)``, features of frame t+1.
+            normalized: the maps are already L2-normalised over C (``MSCM.motion_features`` normalises each frame
+                once, not once as t and once as t+1).
 
         Returns:
             ``(motion, weights, descriptor)``: the fused motion map float ``(N, motion_channels, h, w)``; the fusion
             weights float ``(N, S)`` (sum 1 per sample); the motion descriptor float ``(N, descriptor_dim)``, the
             spatial mean of every scale's ``antisymmetric_part`` (0 for identical frames, odd in time), in [-2, 2].
         """
-        f1 = F.normalize(f1, dim=1, eps=1e-6)  # (N, C, h, w), unit L2 norm per pixel
-        f2 = F.normalize(f2, dim=1, eps=1e-6)
+        if not normalized:
+            f1 = unit_norm(f1)  # (N, C, h, w), unit L2 norm per pixel
+            f2 = unit_norm(f2)
+        h, w = f1.shape[-2:]
+        # one pass over the union of the scales' displacements; each (N, K, h, w) in ``displacements`` order
+        costs = correlation_volumes(f1, f2, [displacements(r, d) for r, d in self.scales])
         encoded, descriptors = [], []
-        for encoder, (r, d) in zip(self.encoders, self.scales):
-            cost = local_correlation(f1, f2, r, d)  # (N, K, h, w)
-            odd = antisymmetric_part(cost)  # (N, K//2, h, w)
-            descriptors.append(odd.mean(dim=(2, 3)))  # (N, K//2)
-            encoded.append(encoder(torch.cat([cost, odd], dim=1)))  # (N, motion_channels, h, w)
+        for encoder, cost in zip(self.encoders, costs):
+            # channels_last (OURS, for speed): oneDNN's NHWC convolutions over these few channels took 0.4-0.7x the
+            # time of NCHW on the CPU (a no-op for the eager outputs, which are channels_last already)
+            cost = cost.contiguous(memory_format=torch.channels_last)
+            mean = cost.sum(dim=(2, 3)) / (h * w)  # (N, K); a sum's backward broadcasts (a mean's fills a map)
+            K = mean.shape[1]
+            descriptors.append(mean[:, : K // 2] - mean[:, K // 2 + 1 :].flip(1))  # (N, K//2) = mean of the odd part
+            encoded.append(_encode_cost(encoder, cost))  # (N, motion_channels, h, w)
         fused, weights = self.fusion(encoded)
         return fused, weights, torch.cat(descriptors, dim=1)  # (N, Cm, h, w), (N, S), (N, D)
+
+
+def _encode_cost(encoder: nn.Sequential, cost: torch.Tensor) -> torch.Tensor:
+    """``encoder(cat([cost, antisymmetric_part(cost)], 1))`` without building the odd part (OURS, for speed).
+
+    The odd part is linear in the cost volume, so the first convolution over ``[cost, odd]`` (K + K//2 input
+    channels) equals one over ``cost`` alone (K channels) with the folded weight ``W_cost + [W_odd, 0, -flip(W_odd)]``
+    (odd channel j is ``cost_j - cost_{K-1-j}``). The parameters (and checkpoints) stay those of the
+    ``(K + K//2)``-channel convolution; a third fewer multiply-adds in that layer, same values up to float rounding.
+
+    Args:
+        encoder: ``Sequential(conv-norm-ReLU, conv-norm-ReLU)`` of ``MultiScaleCorrelation``.
+        cost: float ``(N, K, h, w)`` from ``correlation_volume``, K = (2r+1)^2.
+
+    Returns:
+        float ``(N, motion_channels, h, w)``.
+    """
+    first, rest = encoder[0], encoder[1:]
+    conv = first[0]
+    K = cost.shape[1]
+    w_cost, w_odd = conv.weight[:, :K], conv.weight[:, K:]  # (Cm, K, 3, 3), (Cm, K//2, 3, 3)
+    folded = w_cost + torch.cat([w_odd, torch.zeros_like(w_odd[:, :1]), -w_odd.flip(1)], dim=1)  # (Cm, K, 3, 3)
+    x = F.conv2d(cost, folded, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return rest(first[1:](x))
 
 
 class MSCM(nn.Module):
@@ -463,10 +624,16 @@ class MSCM(nn.Module):
         S, D = len(self.correlation.scales), self.correlation.descriptor_dim
         if T < 2:
             return torch.zeros_like(feats), feats.new_zeros(B, D), feats.new_zeros(B, 0, S)
-        f1 = feats[:, :-1].reshape(B * (T - 1), Cs, h, w)  # (B*(T-1), Cs, h, w), frames 0..T-2
-        f2 = feats[:, 1:].reshape(B * (T - 1), Cs, h, w)  # (B*(T-1), Cs, h, w), frames 1..T-1
-        fused, weights, descriptor = self.correlation(f1, f2)  # (B*(T-1), Cm, h, w), (B*(T-1), S), (B*(T-1), D)
-        motion = self.motion_proj(fused).reshape(B, T - 1, Cs, h, w)  # (B, T-1, Cs, h, w)
+        # (B, T, Cs, h, w): each frame normalised once, for both of its pairs
+        unit = unit_norm(feats.reshape(B * T, Cs, h, w)).reshape(B, T, Cs, h, w)
+        f1 = unit[:, :-1].reshape(B * (T - 1), Cs, h, w)  # (B*(T-1), Cs, h, w), frames 0..T-2
+        f2 = unit[:, 1:].reshape(B * (T - 1), Cs, h, w)  # (B*(T-1), Cs, h, w), frames 1..T-1
+        # (B*(T-1), Cm, h, w), (B*(T-1), S), (B*(T-1), D)
+        fused, weights, descriptor = self.correlation(f1, f2, normalized=True)
+        # back to the standard layout of the appearance stream (the encoders ran channels_last; oneDNN's BatchNorm
+        # backward in channels_last took twice the time of NCHW on the CPU)
+        conv, norm = self.motion_proj
+        motion = norm(conv(fused).contiguous()).reshape(B, T - 1, Cs, h, w)  # (B, T-1, Cs, h, w)
         motion = torch.cat([motion.new_zeros(B, 1, Cs, h, w), motion], dim=1)  # (B, T, Cs, h, w)
         if self.descriptor_norm is None:
             descriptor = descriptor.new_zeros(B, D)
