@@ -111,7 +111,8 @@ def test_bench_faces_without_reference_data_names_the_option(monkeypatch: pytest
 
 
 def test_bench_data_frame_counts_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The DFEW frame counts come from ``--frame-counts`` (a missing file is a usage error naming the option)."""
+    """The DFEW frame counts come from ``--frame-counts`` (a missing file is a usage error naming the option); an
+    unknown ``--decoders`` name is a usage error too."""
     from fertrain.bench import data
 
     with pytest.raises(SystemExit) as exit_:
@@ -119,6 +120,10 @@ def test_bench_data_frame_counts_option(tmp_path: Path, capsys: pytest.CaptureFi
     assert exit_.value.code == 2 and "--frame-counts" in capsys.readouterr().err
     counts = tmp_path / "frame_counts.csv"
     counts.write_text("video_name,num_frames\n1,30\n2,31\n")
+    with pytest.raises(SystemExit) as exit_:  # before any data is generated
+        data.main(["--smoke", "--decoders", "decord", "ffmpeg", "--cache-dir", str(tmp_path)])
+    assert exit_.value.code == 2 and "--decoders ffmpeg: unknown" in capsys.readouterr().err
+    assert not any(tmp_path.glob("v*_frames_*")), "a usage error generates nothing"
     drawn, source = data.frame_counts(50, np.random.default_rng(0), counts)
     assert set(drawn.tolist()) == {30, 31} and str(counts) in source
     drawn, source = data.frame_counts(50, np.random.default_rng(0), None)

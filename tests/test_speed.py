@@ -405,9 +405,21 @@ def test_datamodule_flips_training_batches_on_the_device_only(tmp_path: Path) ->
         ClipDataModule(source, UniformSampler(2), train_tf, train_tf, augment_on="gpu")
 
 
+@pytest.mark.parametrize("shape,dtype", [((4, 5, 7, 3), np.uint8), ((2, 3, 3, 1), np.uint8), ((1, 6, 4, 4), np.uint8),
+                                         ((3, 4, 5, 6), np.uint8), ((2, 3, 4, 3), np.float32)])
+def test_channels_first_is_the_transposed_clip(shape: tuple[int, ...], dtype: type) -> None:
+    from fertrain.data.transforms import channels_first
+
+    clip = np.random.default_rng(0).integers(0, 256, shape).astype(dtype)
+    for frames in (clip, clip[:, ::-1, ::2]):  # contiguous and strided input
+        out = channels_first(frames)
+        assert out.dtype == frames.dtype and out.flags.c_contiguous
+        assert np.array_equal(out, frames.transpose(0, 3, 1, 2))
+
+
 def test_worker_samples_collate_into_contiguous_batches(tmp_path: Path) -> None:
-    """In DataLoader workers the sample's video is a (T, C, h, w) view and the collate's shared-memory stack makes
-    the batch contiguous; the batch equals the main-process one (0 workers)."""
+    """The sample's video is a C-contiguous (T, C, h, w) tensor (``channels_first``) and the collate's
+    shared-memory stack in a worker gives the same contiguous batch as the main process (0 workers)."""
     from torch.utils.data import DataLoader
 
     from fertrain.data.clip_dataset import ClipDataset
@@ -421,6 +433,7 @@ def test_worker_samples_collate_into_contiguous_batches(tmp_path: Path) -> None:
             folder / f"{i:05d}.jpg", quality=95)
     ds = ClipDataset([ClipRecord(path=folder, label=1, video_id="00001", num_frames=4)] * 4, UniformSampler(3),
                      build_clip_transform(False, size=16), train=False)
+    assert ds[0]["video"].is_contiguous() and ds[0]["video"].shape == (3, 3, 16, 16)
     main = next(iter(DataLoader(ds, batch_size=4, num_workers=0)))["video"]
     worker = next(iter(DataLoader(ds, batch_size=4, num_workers=1)))["video"]
     assert main.is_contiguous() and worker.is_contiguous() and torch.equal(main, worker)

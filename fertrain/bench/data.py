@@ -27,8 +27,9 @@ Loaders:
   likewise (the index-time listing that ``readers`` caches per process).
 - ``limit``: decode-only throughput of exactly the same frames with the same decoder at the same scale, no
   augmentation, no collation: the ``--decoder`` reader of the video (decord: ``VideoReader(num_threads=1)
-  .get_batch``) for videos; the frame reader's own JPEG decode of the sampled files (file names resolved
-  outside the timed loop) for frame folders. Only a frame count returns from the workers.
+  .get_batch``, its buffer viewed through DLPack as the reader does, no ``asnumpy`` copy) for videos; the frame
+  reader's own JPEG decode of the sampled files (file names resolved outside the timed loop) for frame folders.
+  Only a frame count returns from the workers.
 - ``naive`` (frame folders only): the way public DFEW codebases load a clip: list the folder, open every sampled
   JPEG with PIL at full size, apply torchvision transforms frame by frame (one RandomResizedCrop and flip draw
   per clip), ``to_tensor`` each frame (float32) and stack. ``--naive-output uint8`` returns fertrain's bytes.
@@ -104,7 +105,7 @@ from fertrain.data.clip_dataset import ClipDataset
 from fertrain.data.datasets.dfew import read_frame_counts
 from fertrain.data.records import ClipRecord
 from fertrain.data.samplers import SegmentSampler
-from fertrain.data.transforms import build_clip_transform, seed_worker
+from fertrain.data.transforms import build_clip_transform, channels_first, seed_worker
 
 PROG = "python -m fertrain.bench.data"
 
@@ -304,7 +305,7 @@ class DecodeOnlyDataset(Dataset):
         if self.kind == "video":
             if self.decoder == "decord":
                 vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-                frames = vr.get_batch(items).asnumpy()  # (U, H, W, 3) uint8
+                frames = readers._decord_numpy(vr.get_batch(items))  # (U, H, W, 3) uint8, decord's own buffer
                 del vr
             elif self.decoder == "torchcodec":
                 frames = readers._read_video_torchcodec(Path(path), np.asarray(items))
@@ -373,9 +374,7 @@ class StageDataset(Dataset):
         frames = self.transform(frames)  # (T, h, w, C)
         if self.stage == "transform":
             return len(frames)
-        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, C, h, w), as ClipDataset
-        if torch.utils.data.get_worker_info() is None:
-            video = video.contiguous()
+        video = torch.from_numpy(channels_first(np.asarray(frames)))  # (T, C, h, w), as ClipDataset
         return len(video) if self.stage == "tensor" else video
 
 
@@ -611,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print its tables (stdout) and progress (stderr). Returns 0.
 
     Raises:
-        UsageError: an unknown source, a negative worker count, ``--epochs < 1`` or a missing ``--frame-counts``.
+        UsageError: an unknown source or decoder (``--decoders``), a negative worker count, ``--epochs < 1`` or a
+            missing ``--frame-counts``.
     """
     args = parse_args(argv)
     preset = presets()[args.preset]
@@ -627,6 +627,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.frame_counts is not None and not args.frame_counts.is_file():
         raise UsageError(f"--frame-counts {args.frame_counts}: no such file (expected DFEW's frame_counts.csv)")
     counts_csv = args.frame_counts or default_frame_counts_csv()
+    if args.decoders is not None and "none" in args.decoders:
+        args.decoders = []  # "--decoders none": skip the table (it used to run "none" as a decoder name)
+    unknown = [d for d in args.decoders or [] if d not in readers.VIDEO_DECODERS]
+    if unknown:
+        raise UsageError(f"--decoders {' '.join(unknown)}: unknown (known: {', '.join(readers.VIDEO_DECODERS)}, "
+                         "or none)")
     sources = [by_key[k] for k in keys]
 
     def log(msg: str) -> None:

@@ -11,13 +11,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from fertrain.data.images import IMAGE_FILE_SUFFIXES, crop_box
 from fertrain.data.integrity import UnusableSampleError, classify_error
 from fertrain.data.readers import count_frames, read_frames
 from fertrain.data.records import ClipRecord, DatasetError, FrameSampler
-from fertrain.data.transforms import ClipTransform
+from fertrain.data.transforms import ClipTransform, channels_first
 
 
 class SeededDataset(Dataset):
@@ -156,9 +156,8 @@ class ClipDataset(SeededDataset):
         if rec.box is not None:  # face box (e.g. AffectNet), before any augmentation
             frames = crop_box(frames, rec.box, rec.path)
         frames = self.transform(frames)  # (T, h, w, C) uint8
-        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, C, h, w) view
-        if get_worker_info() is None:  # in a worker the default collate copies the view into a contiguous batch
-            video = video.contiguous()
+        # (T, C, h, w), C-contiguous: the collate's copy into the (shared-memory) batch is then a plain copy
+        video = torch.from_numpy(channels_first(np.asarray(frames)))
         # lean sample: plain ints (the default collate makes the int64 (B,) tensors), no per-sample tensors
         sample = {"video": video, "label": int(rec.label), "index": int(i), "video_id": rec.video_id}
         if rec.target is not None:  # soft target (e.g. FERPlus vote distribution), float32 (K,)

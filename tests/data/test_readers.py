@@ -66,6 +66,22 @@ def test_video_frames_in_requested_order_with_duplicates(video: Path) -> None:
     assert frames[0, :, :8, 0].mean() > 200 and frames[0, :, :8, 2].mean() < 50, "channels are not RGB"
 
 
+def test_video_frames_as_list_are_views_of_one_decoded_batch(video: Path) -> None:
+    """``as_list`` (what ClipDataset asks for): the frames of the stacked read, as views of decord's one buffer
+    (no gather copy; repeats share one array), the same bytes as decord's own ``asnumpy`` copy."""
+    idx = np.array([7, 3, 3, 19, 0])
+    frames = read_frames(video, idx, as_list=True)
+    stacked = read_frames(video, idx)
+    assert isinstance(frames, list) and len(frames) == 5 and frames[1] is frames[2]
+    assert all(f.shape == (H, W, 3) and f.dtype == np.uint8 for f in frames)
+    assert np.array_equal(np.stack(frames), stacked) and frame_numbers(stacked) == idx.tolist()
+    batch = frames[0].base  # views of the one decoded batch of the 4 distinct frames, not copies
+    assert isinstance(batch, np.ndarray) and batch.shape == (4, H, W, 3) and all(f.base is batch for f in frames)
+    vr = decord.VideoReader(str(video), ctx=decord.cpu(0), num_threads=1)
+    assert np.array_equal(stacked, vr.get_batch(idx.tolist()).asnumpy())
+    del vr
+
+
 def test_video_count_and_clamp(video: Path) -> None:
     assert count_frames(video) == 20
     frames = read_frames(video, np.array([18, 25, 1000]))
