@@ -503,14 +503,19 @@ def measure_side_by_side(source: Source, loaders: list[tuple[str, Dataset, Calla
             rss = [rss_mib(p) for p in _worker_pids(built[name])] if workers > 0 else [rss_mib()]
             rss = [x for x in rss if x is not None]
             r.rss_by_epoch.append(max(rss) if rss else None)
+    ours: set[int] = set()
     for name, loader in built.items():
-        peaks = [p for p in (peak_rss_mib(pid) for pid in _worker_pids(loader)) if p is not None]
+        pids = _worker_pids(loader)
+        ours.update(pids)
+        peaks = [p for p in (peak_rss_mib(pid) for pid in pids) if p is not None]
         results[name].peak_worker_mib = max(peaks) if peaks else None
     built.clear()
     del loader
     gc.collect()
+    # let these loaders' workers exit before the next row; only ours: a host process (pytest) may have other
+    # children for good (e.g. a joblib pool), and waiting on those cost 20 s a row
     deadline = time.time() + 20
-    while workers > 0 and child_pids() and time.time() < deadline:  # let the workers exit before the next row
+    while ours & set(child_pids()) and time.time() < deadline:
         time.sleep(0.05)
     return list(results.values())
 
