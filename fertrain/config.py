@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import get_class
 from omegaconf import ListConfig, OmegaConf
@@ -89,6 +90,13 @@ def eval_dir(train: bool, ckpt_path: str | None, override_dirname: str = "") -> 
     return f"/eval/{name}-{hashlib.sha1(f'{where}|{override_dirname}'.encode()).hexdigest()[:6]}"
 
 
+def fold_run_id(fold: Any, seed: Any) -> str:
+    """``run_id`` of the fold experiments: ``fold<N>_seed<S>``, or ``seed<S>`` (train.yaml's default) when the data
+    config has no ``fold`` (*ours*: ``+experiment=dfew_mscm data=folder`` runs the recipe on one's own data instead of
+    failing on the run directory with Hydra's "Interpolation key 'data.fold' not found")."""
+    return f"seed{seed}" if fold is None else f"fold{fold}_seed{seed}"
+
+
 def register_resolvers() -> None:
     """Register fertrain's OmegaConf resolvers (idempotent)."""
     if not OmegaConf.has_resolver("fertrain.classes"):
@@ -103,6 +111,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("fertrain.job_dir", job_dir)
     if not OmegaConf.has_resolver("fertrain.eval_dir"):
         OmegaConf.register_new_resolver("fertrain.eval_dir", eval_dir)
+    if not OmegaConf.has_resolver("fertrain.fold_run_id"):
+        OmegaConf.register_new_resolver("fertrain.fold_run_id", fold_run_id)
 
 
 register_resolvers()

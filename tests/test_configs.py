@@ -90,3 +90,15 @@ def test_debug_limit_bounds_an_experiment(tmp_path: Path) -> None:
     cfg = compose_cfg(["+experiment=dfew_mscm", "debug=limit"], tmp_path)
     assert cfg.trainer.max_steps == 2 and cfg.trainer.limit_train_batches == 2
     assert cfg.trainer.max_epochs == 50  # the experiment's value, bounded by max_steps
+
+
+def test_fold_experiments_name_runs_by_fold_and_run_on_data_without_folds(tmp_path: Path) -> None:
+    """``run_id`` of a fold experiment is ``fold<N>_seed<S>``; with a data config that has no ``fold``
+    (``+experiment=dfew_mscm data=folder``) it is train.yaml's ``seed<S>`` instead of Hydra's unresolvable
+    interpolation of ``data.fold`` in the run directory."""
+    from tests.helpers import compose_config
+
+    assert compose_config(["+experiment=dfew_mscm", "data.fold=2", "seed=7"], tmp_path).run_id == "fold2_seed7"
+    assert compose_config(["+experiment=mmi_ceflnet", "data.fold=10"], tmp_path).run_id.startswith("fold10_seed")
+    own = compose_config(["+experiment=dfew_mscm", "data=folder", f"data.root={tmp_path}", "seed=7"], tmp_path)
+    assert own.data.name == "folder" and own.run_id == "seed7"
