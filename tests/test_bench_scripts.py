@@ -211,6 +211,23 @@ def test_gpu_check_smoke_prints_one_table(run_tool) -> None:
     assert [r[7] for r in rows if r[0] == "ddp"] == ["needs a GPU"]
 
 
+def test_gpu_check_ddp_row_reports_what_the_run_used(tmp_path: Path) -> None:
+    """The ``ddp`` row runs fertrain's CLI and labels it with the batch size, precision and process count the
+    run itself used (read back from the run), so an override changes the label: here batch 3 and 32-true on one
+    CPU process instead of the experiment config's batch and bf16-mixed."""
+    from fertrain.bench import gpu_check
+
+    root = tmp_path / "DFEW"
+    gpu_check.make_stream_tree(root, 7, 32, 1)
+    (row,) = gpu_check.ddp_rows(root, devices=1, steps=2, workers=0, single_ms=None, timeout=240, extra=(
+        "trainer.accelerator=cpu", "trainer.precision=32-true", "data.image_size=32", "data.datamodule.batch_size=3"))
+    assert row[0] == "ddp" and "FAILED" not in row[7], row
+    assert row[1] == "MSCM, trainer=ddp, 1 process(es), fertrain CLI", row
+    assert row[2] == "32-true" and row[3] == "3 per process", row
+    assert row[7].startswith("2 steps"), row
+    assert as_float(row[4]) > 0 and row[6].endswith("clips/s"), row
+
+
 # ------------------------------------------------------------------- fast paths of readers.py / transforms.py
 # (proposed home: tests/data/test_readers.py and tests/data/test_transforms.py)
 def _face_like(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -21,7 +21,8 @@ Rows of the table (``check`` column):
 - ``decode``: JPEG decoding of the stream's frames, ``torchvision.io.decode_jpeg(device="cuda")`` on batches of
   256 files against fertrain's CPU reader (``readers._decode_image``) in ``--workers`` DataLoader workers.
 - ``ddp``: ``python -m fertrain +experiment=dfew_mscm trainer=ddp trainer.devices=<all visible GPUs>`` on the
-  stream data for ``--ddp-steps`` steps: median step time and clips/s (global batch), against one GPU.
+  stream data for ``--ddp-steps`` steps: median step time and clips/s (global batch), against one GPU; labelled
+  with the batch size per process, precision and process count the run itself used (read back from it).
 
 ``--smoke`` runs the same code on the CPU with tiny inputs (2 frames of 32 px, a 7-clip tree, 3 training
 steps, CPU decoding only); rows that need a GPU say so. Nothing is downloaded; all data are generated.
@@ -209,15 +210,17 @@ class GpuSampler:
 
 
 class StepTimes(pl.Callback):
-    """Per-step host times: the wait for the next batch (end of a step -> start of the next) and the step itself.
+    """Per-step host times: the wait for the next batch (end of a step -> start of the next) and the step itself,
+    with the batch size and precision the run really used (so a row never labels a run by its config alone).
 
     Args:
         out: optional JSON file written at the end of training on global rank 0 (``{"wait_s": [...],
-            "step_s": [...]}``), for runs in another process (``ddp`` rows).
+            "step_s": [...], "batch_sizes": [...], "precision": str, "world_size": int}``), for runs in another
+            process (``ddp`` rows). ``batch_sizes`` are this process's (per device), one per step.
     """
 
     def __init__(self, out: str | None = None) -> None:
-        self.out, self.wait_s, self.step_s = out, [], []
+        self.out, self.wait_s, self.step_s, self.batch_sizes = out, [], [], []
         self._end: float | None = None
         self._start: float | None = None
 
@@ -226,6 +229,8 @@ class StepTimes(pl.Callback):
         if self._end is not None:
             self.wait_s.append(now - self._end)
         self._start = now
+        first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+        self.batch_sizes.append(int(first.shape[0]))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            i: int) -> None:
@@ -235,7 +240,9 @@ class StepTimes(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.out and trainer.is_global_zero:
-            Path(self.out).write_text(json.dumps({"wait_s": self.wait_s, "step_s": self.step_s}))
+            Path(self.out).write_text(json.dumps({
+                "wait_s": self.wait_s, "step_s": self.step_s, "batch_sizes": self.batch_sizes,
+                "precision": str(trainer.precision), "world_size": trainer.world_size}))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -351,19 +358,21 @@ def ddp_rows(root: Path, devices: int, steps: int, workers: int, single_ms: floa
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0 or not out.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return [["ddp", f"MSCM, trainer=ddp, {devices} GPUs", "bf16-mixed", "—", "—", "—", "—",
+        return [["ddp", f"MSCM, trainer=ddp, {devices} GPUs", "—", "—", "—", "—", "—",
                  f"FAILED (exit {proc.returncode}): {tail[0][:200]}"]]
     times = json.loads(out.read_text())
     step = times["step_s"][5:] or times["step_s"]
     wait = times["wait_s"][5:] or times["wait_s"]
     ms = 1e3 * statistics.median([a + b for a, b in zip(wait, step)] or step)
-    cfg = compose(["+experiment=dfew_mscm"])
-    batch = int(cfg.data.datamodule.batch_size)
-    scaling = "" if single_ms is None else f", {single_ms / ms * devices:.2f}x one GPU's clips/s"
-    return [["ddp", f"MSCM, trainer=ddp, {devices} GPU(s), fertrain CLI", "bf16-mixed", f"{batch} per GPU",
-             f"{ms:.1f}", "—", f"{batch * devices / ms * 1e3:.1f} clips/s",
+    # what the run used, read back from it (overrides in ``extra`` included), not from the experiment config
+    sizes = sorted(set(times["batch_sizes"]))
+    batch = statistics.median(times["batch_sizes"])
+    world = int(times["world_size"])
+    scaling = "" if single_ms is None else f", {single_ms / ms * world:.2f}x one GPU's clips/s"
+    return [["ddp", f"MSCM, trainer=ddp, {world} process(es), fertrain CLI", times["precision"],
+             f"{'/'.join(map(str, sizes))} per process",
+             f"{ms:.1f}", "—", f"{batch * world / ms * 1e3:.1f} clips/s",
              f"{len(times['step_s'])} steps, {elapsed:.0f} s with start-up{scaling}"]]
-
 
 # ---------------------------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
