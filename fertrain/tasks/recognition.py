@@ -22,6 +22,7 @@ from fertrain.metrics.recognition import RecognitionMetrics, chance_levels
 from fertrain.report import plots
 from fertrain.report.model_summary import summary_callbacks
 from fertrain.report.summary import print_recognition_summary
+from fertrain.tasks.epoch_state import load_metric_state, metric_state
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,7 @@ class RecognitionTask(pl.LightningModule):
         checkpoint["fertrain_skipped_nonfinite"] = self.skipped_nonfinite
         checkpoint["fertrain_train_epoch"] = {
             "batches": self._epoch_batches, "skipped": self._epoch_skipped,
-            "confmat": _metric_state(self.train_metrics.confmat), "loss": _metric_state(self.train_loss)}
+            "confmat": metric_state(self.train_metrics.confmat), "loss": metric_state(self.train_loss)}
         if self.fertrain_config is not None:
             checkpoint["fertrain_config"] = self.fertrain_config
         if self.fertrain_meta is not None:
@@ -310,19 +311,5 @@ class RecognitionTask(pl.LightningModule):
         epoch = checkpoint.get("fertrain_train_epoch")
         if epoch:  # the partial sums of the epoch the checkpoint was written in (see the class docstring)
             self._epoch_batches, self._epoch_skipped = int(epoch["batches"]), int(epoch["skipped"])
-            _load_metric_state(self.train_metrics.confmat, epoch["confmat"])
-            _load_metric_state(self.train_loss, epoch["loss"])
-
-
-def _metric_state(metric) -> dict[str, Any]:
-    """A torchmetrics Metric's accumulated states (tensors, cloned to CPU) and update count."""
-    return {"state": {k: v.detach().cpu().clone() for k, v in metric.metric_state.items()},
-            "updates": int(metric._update_count)}
-
-
-def _load_metric_state(metric, saved: dict[str, Any]) -> None:
-    for name, value in saved["state"].items():
-        current = getattr(metric, name)
-        setattr(metric, name, value.to(current.device, current.dtype))
-    metric._update_count = int(saved["updates"])
-    metric._computed = None
+            load_metric_state(self.train_metrics.confmat, epoch["confmat"])
+            load_metric_state(self.train_loss, epoch["loss"])

@@ -15,7 +15,9 @@ frame no window covered (e.g. with ``limit_val_batches``) counts as neutral; the
 
 Logged per stage tag (``val``, ``test_best``, ...): ``{tag}/f1`` (overall F1 of ``metric.protocol``, the monitored
 metric), ``{tag}/{macro,micro,overall}/{tp,fp,fn,precision,recall,f1}`` and, per protocol of ``metric.also``,
-``{tag}/{protocol}/{kind}/{...}``; in training ``train/loss``, ``train/ce``, ``train/smooth``. The test writes
+``{tag}/{protocol}/{kind}/{...}``; in training ``train/loss``, ``train/ce``, ``train/smooth`` (epoch means over the
+windows, weighted by batch size; their partial sums are saved in checkpoints, so a run resumed mid-epoch logs the same
+values as an uninterrupted one), and ``train/loss_step`` per step. The test writes
 ``<run_dir>/spotting/result_log_<tag>.csv`` (MEGC-style rows under ``metric.protocol``), ``predictions_<tag>.csv``
 (every predicted interval) and, with ``plots=true``, one PNG per video ``<run_dir>/spotting/plots/<tag>/<video>.png``
 (:func:`fertrain.spotting.plots.plot_spotting_video`: score curve, ground truth, proposals coloured TP/FP, missed
@@ -34,12 +36,14 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchmetrics import MeanMetric
 
 from fertrain.cli import UsageError
 from fertrain.metrics.spotting import SpottingF1, counts_to_metrics, prf
 from fertrain.spotting.intervals import KINDS
 from fertrain.spotting.postprocess import resolve_threshold, smooth_scores, spot_video
 from fertrain.spotting.protocols import PRESETS, resolve_rules
+from fertrain.tasks.epoch_state import load_metric_state, metric_state
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +188,8 @@ class SpottingTask(pl.LightningModule):
         self.result_dir = result_dir
         self.ignore_index = int(getattr(loss, "ignore_index", -100))
         self._acc: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # epoch means of the training losses (saved in checkpoints, unlike self.log's accumulators)
+        self.train_means = nn.ModuleDict({k: MeanMetric() for k in ("loss", "ce", "smooth")})
         self.val_history: list[dict[str, float]] = []
         self._last_scores: dict[str, np.ndarray] = {}
         self.test_tag = "test"
@@ -231,6 +237,8 @@ class SpottingTask(pl.LightningModule):
 
     # ---------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
+        for mean in self.train_means.values():  # private states in every process (ddp_spawn shares them otherwise)
+            mean.reset()
         if stage != "fit" or self.class_weights is None:
             return
         if self.class_weights == "balanced":
@@ -265,15 +273,21 @@ class SpottingTask(pl.LightningModule):
         if self.smooth_loss is not None and self.smooth_weight > 0:
             smooth = self.smooth_loss(out[1:] if out.shape[0] > 1 else out, batch["valid"])
             loss = ce + self.smooth_weight * smooth
-            self.log("train/smooth", smooth, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+            self.train_means["smooth"].update(smooth.detach(), weight=labels.shape[0])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
                                      f"global step {self.global_step}, batch {batch_idx} (videos "
                                      f"{list(batch['video_id'])[:4]}…): lower the learning rate or check the inputs")
-        self.log("train/ce", ce, on_step=False, on_epoch=True, batch_size=labels.shape[0])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+        self.train_means["ce"].update(ce.detach(), weight=labels.shape[0])
+        self.train_means["loss"].update(loss.detach(), weight=labels.shape[0])
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        for name, mean in self.train_means.items():
+            if mean.weight.sum() > 0:
+                self.log(f"train/{name}", mean.compute())
+            mean.reset()
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits = self.stages(batch["video"])[-1]  # (B, T, K)
@@ -447,6 +461,7 @@ class SpottingTask(pl.LightningModule):
     # ---------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fertrain_val_history"] = list(self.val_history)
+        checkpoint["fertrain_train_epoch"] = {k: metric_state(m) for k, m in self.train_means.items()}
         if self.fertrain_config is not None:
             checkpoint["fertrain_config"] = self.fertrain_config
         if self.fertrain_meta is not None:
@@ -454,3 +469,5 @@ class SpottingTask(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_history = list(checkpoint.get("fertrain_val_history", []))
+        for name, saved in checkpoint.get("fertrain_train_epoch", {}).items():  # the epoch's partial sums
+            load_metric_state(self.train_means[name], saved)
