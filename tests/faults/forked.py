@@ -91,3 +91,12 @@ def start(args: Sequence[str], cwd: Path, log: Path, module: str = "fertrain",
             finally:
                 os._exit(code)
     return pid
+
+
+def reference_run(core: Sequence[str], root: Path, run: Path) -> tuple[list[str], Path]:
+    """One uninterrupted run of ``core`` under ``root/ref`` (the reference a resumed run must equal), its data
+    cached in ``root/cache``: returns the cache override to reuse and the run's folder (``root/ref/<run>``)."""
+    cache = [f"paths.cache_dir={root / 'cache'}"]
+    rc = cli([*core, *cache, f"paths.log_dir={root / 'ref' / 'logs'}"], root / "ref", root / "ref.log")
+    assert rc == 0, (root / "ref.log").read_text()[-3000:]
+    return cache, root / "ref" / run

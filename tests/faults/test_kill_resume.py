@@ -25,7 +25,7 @@ import torch
 from optuna.trial import TrialState
 
 from fertrain.report.run_record import read_run_record, run_flags
-from tests.faults.forked import cli
+from tests.faults.forked import cli, reference_run
 from tests.faults.probe import ENV
 
 EPOCHS = 3  # 2 training batches of 4 clips per epoch, 1 validation batch, 1 test batch
@@ -70,10 +70,7 @@ def metrics(summary: dict) -> dict:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One uninterrupted run: the reference every resumed run must equal."""
     root = tmp_path_factory.mktemp("faults")
-    cache = [f"paths.cache_dir={root / 'cache'}"]
-    rc = cli([*CORE, *cache, f"paths.log_dir={root / 'ref' / 'logs'}"], root / "ref", root / "ref.log")
-    assert rc == 0, (root / "ref.log").read_text()[-3000:]
-    run_dir = root / "ref" / RUN
+    cache, run_dir = reference_run(CORE, root, RUN)
     return {"root": root, "cache": cache, "summary": json.loads((run_dir / "summary.json").read_text()),
             "csv": (run_dir / "csv" / "metrics.csv").read_text()}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.faults.forked import cli
+from tests.faults.forked import cli, reference_run
 from tests.faults.probe import ENV
 
 EPOCHS = 2
@@ -41,11 +41,7 @@ def _numbers(summary: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("spotting_faults")
-    cache = [f"paths.cache_dir={root / 'cache'}"]
-    rc = cli([*CORE, *cache, f"paths.log_dir={root / 'ref' / 'logs'}"], root / "ref", root / "ref.log")
-    assert rc == 0, (root / "ref.log").read_text()[-3000:]
-    run_dir = root / "ref" / RUN
+    cache, run_dir = reference_run(CORE, tmp_path_factory.mktemp("spotting_faults"), RUN)
     csv = (run_dir / "csv" / "metrics.csv").read_text()
     rows = list(DictReader(io.StringIO(csv)))
     for key in TRAIN_KEYS:  # the reference itself has every epoch's training means, once
