@@ -8,6 +8,7 @@ DataLoader worker shares the parent's pages after ``fork``) in full for every pr
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -166,3 +167,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def preset_parser(prog: str, doc: str, quick: str, full: str, smoke: str) -> argparse.ArgumentParser:
+    """A benchmark's parser (description: the first paragraph of ``doc``) with ``--quick`` (the default) /
+    ``--full`` / ``--smoke``, mutually exclusive, into ``args.preset``; each help text says what that size runs."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    helps = {"quick": f"default: {quick}", "full": full, "smoke": f"the smallest configuration (tests): {smoke}"}
+    for name, help_ in helps.items():
+        size.add_argument(f"--{name}", action="store_const", const=name, dest="preset", help=help_)
+    parser.set_defaults(preset="quick")
+    return parser

@@ -94,6 +94,7 @@ from fertrain.bench.common import (
     load_line,
     markdown_table,
     peak_rss_mib,
+    preset_parser,
     reset_peak_rss,
     rss_mib,
     shared_dir,
@@ -573,15 +574,9 @@ def _verdict(r: Result, results: list[Result]) -> bool:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", const="quick", dest="preset",
-                      help="default: frame folders, 640x360 and 1280x720 videos; a few minutes on 2 cores")
-    size.add_argument("--full", action="store_const", const="full", dest="preset",
-                      help="more clips per source, plus segments of the shipped real h264 video")
-    size.add_argument("--smoke", action="store_const", const="smoke", dest="preset",
-                      help="the smallest configuration (tests): 8 frame folders, 4 videos of 640x360, 0/1 workers")
+    parser = preset_parser(PROG, __doc__, quick="frame folders, 640x360 and 1280x720 videos; a few minutes on 2 cores",
+                           full="more clips per source, plus segments of the shipped real h264 video",
+                           smoke="8 frame folders, 4 videos of 640x360, 0/1 workers")
     parser.add_argument("--workers", type=int, nargs="+", help="DataLoader worker counts (default: 0 1 2)")
     parser.add_argument("--epochs", type=int, help="epochs per loader (default 5: 1 warm-up + 4 timed rounds; full: 7)")
     parser.add_argument("--sources", nargs="+", help="subset of source keys: frames video360 video720 demo_h264")
@@ -606,7 +601,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--breakdown", action="store_true",
                         help="also print, per source, CPU ms/clip after each stage of the fertrain path "
                              "(1 worker): what bounds it")
-    parser.set_defaults(preset="quick")
     return parser.parse_args(argv)
 
 

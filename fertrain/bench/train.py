@@ -57,7 +57,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fertrain.bench.common import cpu_model, fmt, load_line, markdown_table, peak_rss_mib, reset_peak_rss, rss_mib
+from fertrain.bench.common import (
+    cpu_model, fmt, load_line, markdown_table, peak_rss_mib, preset_parser, reset_peak_rss, rss_mib)
 from fertrain.cli import UsageError, guarded
 from fertrain.models import MSCM, R3D18, FrameMeanResNet18
 from fertrain.models.complexity import count_parameters, gflops_per_clip
@@ -381,15 +382,9 @@ def profile_step(config: Config, rt: Runtime, rows: int = 12) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", const="quick", dest="preset",
-                      help="default: batch 1 (all models) and 8; T 8/16/32 at 112 px and T 16 at 224 px")
-    size.add_argument("--full", action="store_const", const="full", dest="preset",
-                      help="every model at batch 1/8/32; T 8/16/32 x 112/224 px at batch 4 (long on a CPU)")
-    size.add_argument("--smoke", action="store_const", const="smoke", dest="preset",
-                      help="the smallest configuration (tests): tiny clips, MSCM and its backbone")
+    parser = preset_parser(PROG, __doc__, quick="batch 1 (all models) and 8; T 8/16/32 at 112 px and T 16 at 224 px",
+                           full="every model at batch 1/8/32; T 8/16/32 x 112/224 px at batch 4 (long on a CPU)",
+                           smoke="tiny clips, MSCM and its backbone")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: the CPU, plus the GPU when one is available")
@@ -407,7 +402,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="stop timing a configuration after this many seconds of steps (default by preset)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch.profiler table of MSCM and its backbone at batch 8 on the CPU")
-    parser.set_defaults(preset="quick")
     return parser.parse_args(argv)
 
 
