@@ -374,6 +374,7 @@ def ddp_rows(root: Path, devices: int, steps: int, workers: int, single_ms: floa
              f"{ms:.1f}", "—", f"{batch * world / ms * 1e3:.1f} clips/s",
              f"{len(times['step_s'])} steps, {elapsed:.0f} s with start-up{scaling}"]]
 
+
 # ---------------------------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],

@@ -31,8 +31,9 @@ Targets (issue 19), printed met / NOT met: the MSCM step at most 1.40x its backb
 in eager mode (its FLOP ratio, the floor, is printed beside). On the CPU the verdict is taken on CPU time of the
 process (the work; wall time is printed too). MSCM's eager outputs and gradients equal its previous
 formulation (per-displacement correlation) within 1e-5 (tests/test_speed.py); the compiled and channels_last rows
-print their largest difference from eager float32. ``--compile`` adds compiled rows (``trainer.compile=true``): the first step's time
-(compilation included) and the step time; ``--channels-last`` likewise (``trainer.channels_last=true``).
+print their largest difference from eager float32. ``--compile`` adds compiled rows (``trainer.compile=true``):
+the first step's time (compilation included) and the step time; ``--channels-last`` likewise
+(``trainer.channels_last=true``).
 
 Checkpoint size: bytes of the weights alone and of the full training state that ``last.ckpt`` holds (weights +
 AdamW's two moments), per model.

@@ -328,10 +328,11 @@ def antisymmetric_part(cost: torch.Tensor) -> torch.Tensor:
     it changes sign when the two frames are swapped (time reversal).
 
     Args:
-        cost: float ``(N, K, h, w)`` from ``local_correlation``, K = (2r+1)^2.
+        cost: float ``(N, K, h, w)`` from ``local_correlation``, K = (2r+1)^2, or any ``(N, K, ...)`` (e.g. its
+            spatial mean ``(N, K)``).
 
     Returns:
-        float ``(N, K // 2, h, w)``.
+        float ``(N, K // 2, h, w)`` (``(N, K // 2, ...)``).
     """
     K = cost.shape[1]
     return cost[:, : K // 2] - cost[:, K // 2 + 1 :].flip(1)  # (N, K//2, h, w)
@@ -495,8 +496,7 @@ class MultiScaleCorrelation(nn.Module):
             # time of NCHW on the CPU (a no-op for the eager outputs, which are channels_last already)
             cost = cost.contiguous(memory_format=torch.channels_last)
             mean = cost.sum(dim=(2, 3)) / (h * w)  # (N, K); a sum's backward broadcasts (a mean's fills a map)
-            K = mean.shape[1]
-            descriptors.append(mean[:, : K // 2] - mean[:, K // 2 + 1 :].flip(1))  # (N, K//2) = mean of the odd part
+            descriptors.append(antisymmetric_part(mean))  # (N, K//2): the odd part's mean (it is linear)
             encoded.append(_encode_cost(encoder, cost))  # (N, motion_channels, h, w)
         fused, weights = self.fusion(encoded)
         return fused, weights, torch.cat(descriptors, dim=1)  # (N, Cm, h, w), (N, S), (N, D)
